@@ -1,0 +1,111 @@
+"""The backend interface: what the reconciler asks of anything that can run a hub.
+
+A backend is told *what* a hub should look like (a :class:`HubSpec`) and hands back an opaque, JSON-serialisable
+``state`` dict that the console stores on the hub row and passes back on every later call, the way JupyterHub stores a
+``Spawner.state``.  Because everything the backend needs to find its hub again lives in that dict (or can be found from
+the slug), changing code or templates never orphans a running hub.
+
+Contract for every method:
+
+``deploy(spec, state) -> state``
+    Make the hub exist and run with ``spec``; start it if it is not running, restart it if its rendered config
+    changed, do nothing if it already matches.  Returns without waiting for readiness (the reconciler polls
+    :meth:`status`).  Safe to call twice: a second call with the same spec is a no-op.  Raises :class:`BackendError`
+    with a message fit for an operation log.
+
+``restart(spec, state) -> state``
+    Stop and start the hub; safe to call twice.
+
+``stop(state)``
+    Stop the hub but keep everything it needs to start again (its database, users' files); a later ``deploy``
+    starts it.  Safe to call twice.
+
+``remove(state)``
+    Stop the hub and delete everything the backend made for it.  Safe to call twice and on a hub that never started.
+
+``status(state) -> HubStatus``
+    What the backend sees now.  Never raises for an unreachable or missing hub: that is a status, not an error.
+
+``api_url(state)`` / ``api_token(state)``
+    Where and how to reach the hub's REST API (``/hub/api/``) for probing; ``None`` when unknown.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Protocol
+
+
+class BackendError(RuntimeError):
+    """A backend could not do what it was asked; the message is shown in the operation log."""
+
+
+@dataclass(frozen=True)
+class HubSpec:
+    """Everything a backend needs to run one hub; plain data, never an ORM row."""
+
+    slug: str
+    institution: str
+    release: str = "default"
+    # JupyterHub configuration as traitlets sections: {"JupyterHub": {...}, "Authenticator": {...}}.
+    config: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class HubStatus:
+    running: bool  # the hub's process or workload exists
+    ready: bool  # it answered /hub/health
+    url: str | None = None
+    version: str | None = None
+    users: int | None = None
+    message: str = ""
+
+
+Log = Callable[[str], None]
+
+
+class Backend(Protocol):
+    name: str
+
+    def deploy(self, spec: HubSpec, state: dict, log: Log) -> dict: ...
+
+    def restart(self, spec: HubSpec, state: dict, log: Log) -> dict: ...
+
+    def stop(self, state: dict, log: Log) -> None: ...
+
+    def remove(self, state: dict, log: Log) -> None: ...
+
+    def status(self, state: dict) -> HubStatus: ...
+
+    def api_url(self, state: dict) -> str | None: ...
+
+    def api_token(self, state: dict) -> str | None: ...
+
+
+_REGISTRY: dict[str, Callable[..., Backend]] = {}
+
+
+def register(name: str):
+    """Class decorator: make a backend available to :func:`get_backend` under ``name``."""
+
+    def wrap(cls):
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return wrap
+
+
+def backend_names() -> list[str]:
+    _load_builtin()
+    return sorted(_REGISTRY)
+
+
+def get_backend(name: str, **settings: Any) -> Backend:
+    """Build the backend registered as ``name`` with ``settings``; raises ``KeyError`` for an unknown name."""
+    _load_builtin()
+    return _REGISTRY[name](**settings)
+
+
+def _load_builtin() -> None:
+    # Importing registers them; done lazily so importing this module stays cheap.
+    from clusters import local, testing  # noqa: F401

@@ -1,0 +1,298 @@
+"""The ``local`` backend: every hub is a real JupyterHub process on this machine.
+
+Each hub gets a directory ``<root>/<slug>/`` holding a fixed ``jupyterhub_config.py``, the rendered
+``settings.json`` (ports, paths, the console's service token; mode 0600), JupyterHub's own SQLite database, its cookie
+secret, users' home directories and ``hub.log``.  JupyterHub starts configurable-http-proxy itself; single-user
+servers run as the hub's own OS user (JupyterHub's ``SimpleLocalProcessSpawner``), with ``--allow-root`` when that
+user is root.
+
+Every process that belongs to a hub (JupyterHub, its proxy, its single-user servers) carries the environment variable
+``HUBFLEET_HUB_DIR=<its directory>``.  That marker, not a remembered pid, is how the backend finds a hub's processes:
+after a console crash between starting a hub and saving its state, the next ``deploy`` adopts the running process
+instead of starting a second one, and ``remove`` never leaves a proxy or a notebook server behind.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import itertools
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import psutil
+
+from clusters.base import BackendError, HubSpec, HubStatus, Log, register
+
+MARKER = "HUBFLEET_HUB_DIR"
+SERVICE_NAME = "hubfleet"
+# What the console may do with its token: read-only probing.
+SERVICE_SCOPES = ["read:hub", "list:users", "read:users", "read:servers", "read:metrics"]
+PROBE_TIMEOUT = 2.0
+PORTS_PER_HUB = 3  # public proxy port, proxy API port, hub's internal port
+
+
+def _default_proxy_command() -> str:
+    found = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "configurable-http-proxy"
+    if found.exists():
+        return str(found)
+    return shutil.which("configurable-http-proxy") or "configurable-http-proxy"
+
+
+@register("local")
+class LocalBackend:
+    """Run hubs as local JupyterHub processes under ``root``.
+
+    ``port_range`` is ``(first, last)`` inclusive; each hub takes three ports from it.  ``python`` is the interpreter
+    whose environment has JupyterHub installed (a release may name another).
+    """
+
+    def __init__(self, root: str, port_range: tuple[int, int] | list[int] = (18000, 18999), ip: str = "127.0.0.1",
+                 python: str | None = None, proxy_command: str | None = None, start_timeout: int = 60):
+        self.root = Path(root)
+        self.port_range = (int(port_range[0]), int(port_range[1]))
+        self.ip = ip
+        self.python = python or sys.executable
+        self.proxy_command = proxy_command or _default_proxy_command()
+        self.start_timeout = start_timeout
+
+    # -- paths and processes ------------------------------------------------------------------------------------
+
+    def hub_dir(self, slug: str) -> Path:
+        return self.root / slug
+
+    def _dir_of(self, state: dict) -> Path | None:
+        return Path(state["dir"]) if state.get("dir") else None
+
+    @staticmethod
+    def iter_processes(hub_dir: Path):
+        """Yield every live process carrying this hub's marker (JupyterHub, proxy, single-user servers)."""
+        wanted = str(hub_dir)
+        for proc in psutil.process_iter():
+            if proc.pid == os.getpid():
+                continue
+            with contextlib.suppress(psutil.Error):
+                if proc.environ().get(MARKER) == wanted and proc.status() != psutil.STATUS_ZOMBIE:
+                    yield proc
+
+    def processes(self, hub_dir: Path) -> list[psutil.Process]:
+        return list(self.iter_processes(hub_dir))
+
+    def _main_process(self, hub_dir: Path, pid: int | None = None) -> psutil.Process | None:
+        """The hub's JupyterHub process; ``pid`` is a hint checked first to spare a scan of every process."""
+        config = str(hub_dir / "jupyterhub_config.py")
+        candidates = []
+        if pid:
+            with contextlib.suppress(psutil.Error):
+                candidates = [psutil.Process(pid)]
+        for proc in itertools.chain(candidates, self.iter_processes(hub_dir)):
+            with contextlib.suppress(psutil.Error):
+                if config in proc.cmdline() and proc.environ().get(MARKER) == str(hub_dir) \
+                        and proc.status() != psutil.STATUS_ZOMBIE:
+                    return proc
+        return None
+
+    # -- ports ----------------------------------------------------------------------------------------------------
+
+    def _reserved_ports(self) -> set[int]:
+        taken: set[int] = set()
+        for settings in self.root.glob("*/ports.json"):
+            with contextlib.suppress(OSError, ValueError):
+                taken.update(json.loads(settings.read_text()).values())
+        return taken
+
+    def _port_is_free(self, port: int) -> bool:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((self.ip, port))
+            except OSError:
+                return False
+        return True
+
+    def _allocate_ports(self, hub_dir: Path) -> dict[str, int]:
+        """Ports already recorded for the hub, or three new ones from the range; kept in ``ports.json``.
+
+        Runs under a file lock so two workers on one machine never hand out the same port.
+        """
+        ports_file = hub_dir / "ports.json"
+        self.root.mkdir(parents=True, exist_ok=True)
+        with open(self.root / ".ports.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if ports_file.exists():
+                return json.loads(ports_file.read_text())
+            taken = self._reserved_ports()
+            chosen = []
+            for port in range(self.port_range[0], self.port_range[1] + 1):
+                if port not in taken and self._port_is_free(port):
+                    chosen.append(port)
+                    if len(chosen) == PORTS_PER_HUB:
+                        break
+            else:
+                raise BackendError(f"no free ports left in {self.port_range[0]}-{self.port_range[1]}")
+            ports = dict(zip(("public", "proxy_api", "hub"), chosen))
+            ports_file.write_text(json.dumps(ports))
+            return ports
+
+    # -- rendering ------------------------------------------------------------------------------------------------
+
+    def _settings(self, spec: HubSpec, hub_dir: Path, ports: dict[str, int], token: str) -> dict:
+        settings = {section: dict(values) for section, values in spec.config.items()}
+
+        def put(section: str, **values):
+            settings.setdefault(section, {}).update(values)
+
+        put("JupyterHub",
+            ip=self.ip, port=ports["public"], hub_ip="127.0.0.1", hub_port=ports["hub"],
+            db_url=f"sqlite:///{hub_dir / 'jupyterhub.sqlite'}",
+            cookie_secret_file=str(hub_dir / "jupyterhub_cookie_secret"),
+            pid_file=str(hub_dir / "jupyterhub.pid"),
+            services=[{"name": SERVICE_NAME, "api_token": token}],
+            load_roles=[{"name": "hubfleet-console", "scopes": SERVICE_SCOPES, "services": [SERVICE_NAME]}])
+        settings["JupyterHub"].setdefault("spawner_class", "simple")
+        put("ConfigurableHTTPProxy", api_url=f"http://127.0.0.1:{ports['proxy_api']}",
+            command=[self.proxy_command], should_start=True)
+        spawner_args = list(settings.get("Spawner", {}).get("args", []))
+        if os.geteuid() == 0 and "--allow-root" not in spawner_args:
+            spawner_args.append("--allow-root")
+        put("Spawner", cmd=[self.python, "-m", "jupyterhub.singleuser"], args=spawner_args,
+            environment={**settings.get("Spawner", {}).get("environment", {}), MARKER: str(hub_dir)})
+        put("SimpleLocalProcessSpawner", home_dir_template=str(hub_dir / "home" / "{username}"))
+        return settings
+
+    def _write_settings(self, spec: HubSpec, hub_dir: Path) -> tuple[dict, bool]:
+        """Write settings.json for ``spec``; returns (ports, changed)."""
+        hub_dir.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(Path(__file__).with_name("local_jupyterhub_config.py"), hub_dir / "jupyterhub_config.py")
+        ports = self._allocate_ports(hub_dir)
+        token = self._read_token(hub_dir) or secrets.token_hex(32)
+        settings_file = hub_dir / "settings.json"
+        new = json.dumps(self._settings(spec, hub_dir, ports, token), indent=1, sort_keys=True)
+        old = settings_file.read_text() if settings_file.exists() else None
+        if new != old:
+            fd = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(new)
+        return ports, new != old
+
+    @staticmethod
+    def _read_token(hub_dir: Path) -> str | None:
+        try:
+            settings = json.loads((hub_dir / "settings.json").read_text())
+        except (OSError, ValueError):
+            return None
+        for service in settings.get("JupyterHub", {}).get("services", []):
+            if service.get("name") == SERVICE_NAME:
+                return service.get("api_token")
+        return None
+
+    # -- the interface --------------------------------------------------------------------------------------------
+
+    def _state(self, hub_dir: Path, ports: dict[str, int], pid: int | None) -> dict:
+        return {"dir": str(hub_dir), "ports": ports, "pid": pid, "url": f"http://{self.ip}:{ports['public']}/"}
+
+    def deploy(self, spec: HubSpec, state: dict, log: Log) -> dict:
+        hub_dir = self.hub_dir(spec.slug)
+        ports, changed = self._write_settings(spec, hub_dir)
+        main = self._main_process(hub_dir)
+        if main and not changed:
+            log(f"JupyterHub already running for {spec.slug} (pid {main.pid}); adopting it")
+            return self._state(hub_dir, ports, main.pid)
+        if main:
+            log("configuration changed; restarting JupyterHub")
+        return self._start(hub_dir, ports, log)
+
+    def restart(self, spec: HubSpec, state: dict, log: Log) -> dict:
+        hub_dir = self.hub_dir(spec.slug)
+        ports, _ = self._write_settings(spec, hub_dir)
+        return self._start(hub_dir, ports, log)
+
+    def _start(self, hub_dir: Path, ports: dict[str, int], log: Log) -> dict:
+        self._stop(hub_dir, log)  # a proxy left by a killed hub would hold the ports
+        busy = [p for p in ports.values() if not self._wait_port_free(p)]
+        if busy:
+            raise BackendError(f"ports {busy} are in use by another program; cannot start the hub")
+        env = dict(os.environ)
+        env[MARKER] = str(hub_dir)
+        env["PATH"] = os.pathsep.join([str(Path(self.proxy_command).parent), env.get("PATH", "")])
+        env.pop("JUPYTERHUB_API_TOKEN", None)
+        with open(hub_dir / "hub.log", "ab") as out:
+            proc = subprocess.Popen(
+                [self.python, "-m", "jupyterhub", "-f", str(hub_dir / "jupyterhub_config.py")],
+                cwd=hub_dir, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                start_new_session=True)  # its own process group: a console exit or Ctrl-C does not reach it
+        log(f"started JupyterHub (pid {proc.pid}) on {self.ip}:{ports['public']}, log {hub_dir / 'hub.log'}")
+        return self._state(hub_dir, ports, proc.pid)
+
+    def _wait_port_free(self, port: int, timeout: float = 5.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while not self._port_is_free(port):
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
+    def _stop(self, hub_dir: Path, log: Log, grace: float = 10.0) -> None:
+        """Stop every process of the hub: JupyterHub first (it stops its proxy and servers), then any leftover."""
+        main = self._main_process(hub_dir)
+        if main:
+            log(f"stopping JupyterHub (pid {main.pid})")
+            with contextlib.suppress(psutil.Error):
+                main.send_signal(signal.SIGTERM)
+                main.wait(grace)
+        leftovers = self.processes(hub_dir)
+        for proc in leftovers:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        if leftovers:
+            log(f"killed {len(leftovers)} leftover process(es) of the hub")
+            psutil.wait_procs(leftovers, timeout=5)
+
+    def stop(self, state: dict, log: Log) -> None:
+        hub_dir = self._dir_of(state)
+        if hub_dir is not None:
+            self._stop(hub_dir, log)
+
+    def remove(self, state: dict, log: Log) -> None:
+        hub_dir = self._dir_of(state)
+        if hub_dir is None:
+            log("the hub was never deployed; nothing to remove")
+            return
+        self._stop(hub_dir, log)
+        if hub_dir.exists():
+            shutil.rmtree(hub_dir)
+            log(f"removed {hub_dir}")
+
+    def status(self, state: dict) -> HubStatus:
+        hub_dir = self._dir_of(state)
+        if hub_dir is None or self._main_process(hub_dir, state.get("pid")) is None:
+            return HubStatus(running=False, ready=False, url=state.get("url"), message="JupyterHub is not running")
+        url = state["url"]
+        try:
+            health = httpx.get(url + "hub/health", timeout=PROBE_TIMEOUT)
+        except httpx.HTTPError as exc:
+            return HubStatus(running=True, ready=False, url=url, message=f"no answer yet: {exc.__class__.__name__}")
+        if health.status_code != 200:
+            return HubStatus(running=True, ready=False, url=url, message=f"/hub/health answered {health.status_code}")
+        version = users = None
+        headers = {"Authorization": f"token {self._read_token(hub_dir)}"}
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            version = httpx.get(url + "hub/api/", timeout=PROBE_TIMEOUT).json()["version"]
+            page = httpx.get(url + "hub/api/users", params={"limit": 1}, timeout=PROBE_TIMEOUT,
+                             headers={**headers, "Accept": "application/jupyterhub-pagination+json"})
+            users = page.json()["_pagination"]["total"]
+        return HubStatus(running=True, ready=True, url=url, version=version, users=users)
+
+    def api_url(self, state: dict) -> str | None:
+        return state["url"] + "hub/api/" if state.get("url") else None
+
+    def api_token(self, state: dict) -> str | None:
+        hub_dir = self._dir_of(state)
+        return self._read_token(hub_dir) if hub_dir else None

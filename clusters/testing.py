@@ -1,0 +1,74 @@
+"""Test doubles for backends: first-class, registered like the real ones.
+
+They keep all they know in the ``state`` dict the console stores, so they behave the same in the web process, an
+in-process worker or a separate ``hubfleet worker``.
+
+- ``fake``: deploys instantly and is ready at once.
+- ``fake-slow``: takes ``delay`` seconds to deploy (default 2).
+- ``fake-never-ready``: deploys, runs, never answers health.
+- ``fake-failing``: every deploy raises :class:`BackendError`.
+"""
+from __future__ import annotations
+
+import time
+
+from clusters.base import BackendError, HubSpec, HubStatus, Log, register
+
+
+@register("fake")
+class FakeBackend:
+    def __init__(self, delay: float = 0.0, **_ignored):
+        self.delay = float(delay)
+
+    def deploy(self, spec: HubSpec, state: dict, log: Log) -> dict:
+        if state.get("deployed") and state.get("config") == spec.config:
+            log(f"{spec.slug} already deployed")
+            return state
+        if self.delay:
+            log(f"deploying {spec.slug} (takes {self.delay:g}s)")
+            time.sleep(self.delay)
+        log(f"deployed {spec.slug}")
+        return {"deployed": True, "url": f"http://{spec.slug}.fake.invalid/", "config": spec.config,
+                "restarts": state.get("restarts", 0)}
+
+    def restart(self, spec: HubSpec, state: dict, log: Log) -> dict:
+        state = self.deploy(spec, {}, log)
+        return {**state, "restarts": state.get("restarts", 0) + 1}
+
+    def stop(self, state: dict, log: Log) -> None:
+        log("stopped")
+
+    def remove(self, state: dict, log: Log) -> None:
+        log("removed")
+
+    def status(self, state: dict) -> HubStatus:
+        if not state.get("deployed"):
+            return HubStatus(running=False, ready=False, message="not deployed")
+        return HubStatus(running=True, ready=True, url=state["url"], version="fake", users=0)
+
+    def api_url(self, state: dict) -> str | None:
+        return state.get("url")
+
+    def api_token(self, state: dict) -> str | None:
+        return None
+
+
+@register("fake-slow")
+class SlowBackend(FakeBackend):
+    def __init__(self, delay: float = 2.0, **_ignored):
+        super().__init__(delay=delay)
+
+
+@register("fake-never-ready")
+class NeverReadyBackend(FakeBackend):
+    def status(self, state: dict) -> HubStatus:
+        if not state.get("deployed"):
+            return HubStatus(running=False, ready=False, message="not deployed")
+        return HubStatus(running=True, ready=False, url=state["url"], message="health check never answers")
+
+
+@register("fake-failing")
+class FailingBackend(FakeBackend):
+    def deploy(self, spec: HubSpec, state: dict, log: Log) -> dict:
+        log(f"deploying {spec.slug}")
+        raise BackendError("the fake backend fails every deploy")

@@ -1,0 +1,138 @@
+"""The console's tables."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from flask_login import UserMixin
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from console.extensions import db
+
+OPERATOR = "operator"
+INSTITUTION_ADMIN = "institution_admin"
+ROLES = (OPERATOR, INSTITUTION_ADMIN)
+
+# Operation states
+QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
+OPERATION_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED)
+OPERATION_TERMINAL = frozenset({SUCCEEDED, FAILED})
+
+
+def utcnow() -> datetime:
+    # Naive UTC everywhere: SQLite keeps no time zone, and mixing aware and naive values fails comparisons.
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+class Institution(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Cluster(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    backend: Mapped[str] = mapped_column(String(40))
+    # Backend settings (for local: root dir, port range).  No secrets here.
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(20), default="ready")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Hub(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(63))
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institution.id"), index=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("cluster.id"), index=True)
+    # Desired
+    desired: Mapped[str] = mapped_column(String(20), default="running")  # running | deleted
+    spec: Mapped[dict] = mapped_column(JSON, default=dict)  # {"release": ..., "auth": {...}, "environment": {...}}
+    # Lifecycle, written only by console.services.hubs.transition
+    state: Mapped[str] = mapped_column(String(20), default="requested")
+    # Observed
+    health: Mapped[str] = mapped_column(String(20), default="unknown")
+    url: Mapped[str | None] = mapped_column(String(300))
+    jupyterhub_version: Mapped[str | None] = mapped_column(String(40))
+    user_count: Mapped[int | None]
+    status_message: Mapped[str] = mapped_column(Text, default="")
+    observed_at: Mapped[datetime | None]
+    # Opaque to the console: what the backend needs to find the hub again.
+    backend_state: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    deleted_at: Mapped[datetime | None]
+
+    institution: Mapped[Institution] = relationship(lazy="joined", innerjoin=True)
+    cluster: Mapped[Cluster] = relationship(lazy="joined", innerjoin=True)
+
+    __table_args__ = (
+        # A slug names one live hub; a deleted hub's slug may be used again.
+        Index("uq_hub_live_slug", "slug", unique=True,
+              sqlite_where=text("state != 'deleted'"), postgresql_where=text("state != 'deleted'")),
+    )
+
+
+class Operation(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30))  # create | restart | delete | reconcile
+    hub_id: Mapped[int] = mapped_column(ForeignKey("hub.id"), index=True)
+    actor: Mapped[str] = mapped_column(String(254))
+    state: Mapped[str] = mapped_column(String(20), default=QUEUED, index=True)
+    attempts: Mapped[int] = mapped_column(default=0)
+    lease_owner: Mapped[str | None] = mapped_column(String(120))
+    lease_expires: Mapped[datetime | None]
+    error: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+
+    hub: Mapped[Hub] = relationship(lazy="joined", innerjoin=True)
+    lines: Mapped[list[OperationLog]] = relationship(order_by="OperationLog.id", cascade="all, delete-orphan",
+                                                     lazy="select")
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in OPERATION_TERMINAL
+
+
+class OperationLog(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    operation_id: Mapped[int] = mapped_column(ForeignKey("operation.id"), index=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    line: Mapped[str] = mapped_column(Text)
+
+
+class AuditEvent(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    actor: Mapped[str] = mapped_column(String(254))
+    action: Mapped[str] = mapped_column(String(60))
+    target: Mapped[str] = mapped_column(String(200))
+    institution_id: Mapped[int | None] = mapped_column(ForeignKey("institution.id"))
+    detail: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class User(UserMixin, db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(254), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(30))
+    institution_id: Mapped[int | None] = mapped_column(ForeignKey("institution.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    institution: Mapped[Institution | None] = relationship(lazy="joined")
+
+    @property
+    def is_operator(self) -> bool:
+        return self.role == OPERATOR
+
+
+class ApiToken(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex; the token itself is never kept
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)

@@ -1,0 +1,112 @@
+"""Hubs: create, restart, delete, list; the one writer of ``Hub.state``."""
+from __future__ import annotations
+
+import re
+
+from clusters import lifecycle
+from clusters.base import Backend, HubSpec, get_backend
+from tenants.render import DEMO_AUTH, render_local
+from werkzeug.exceptions import Forbidden
+
+from console.extensions import db
+from console.models import Cluster, Hub, Institution, Operation, User, utcnow
+from console.services import FieldErrors, audit, operations, scope
+
+SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
+SLUG_RULE = "3 to 40 characters: lower-case letters, digits and hyphens, starting with a letter"
+
+
+def transition(hub: Hub, event: str) -> None:
+    """Move ``hub`` along the lifecycle table; raises ``lifecycle.InvalidTransition``. The caller commits."""
+    hub.state = lifecycle.next_state(hub.state, event)
+    if hub.state == lifecycle.DELETED:
+        hub.deleted_at = utcnow()
+
+
+def list_hubs(user: User, institution: Institution | None = None) -> list[Hub]:
+    """The live hubs ``user`` may see (of one institution if given), institution and cluster loaded in one query."""
+    query = scope.hubs(user).join(Hub.institution).order_by(Institution.slug, Hub.slug)
+    if institution is not None:
+        query = query.where(Hub.institution_id == institution.id)
+    return list(db.session.execute(query).unique().scalars())
+
+
+def hub_spec(hub: Hub) -> HubSpec:
+    spec = hub.spec or {}
+    return HubSpec(slug=hub.slug, institution=hub.institution.slug, release=spec.get("release", "default"),
+                   config=render_local(spec.get("auth", DEMO_AUTH), spec.get("environment")))
+
+
+def backend_for(cluster: Cluster) -> Backend:
+    return get_backend(cluster.backend, **(cluster.settings or {}))
+
+
+def create_hub(user: User, slug: str | None, institution: str | None, cluster: str | None) -> Operation:
+    """Record a new hub and queue its creation; returns the operation.
+
+    Raises Forbidden for a non-operator, FieldErrors for bad input (nothing is written then).
+    """
+    if not user.is_operator:
+        raise Forbidden("only operators create hubs")
+    slug, institution, cluster = (v.strip() if isinstance(v, str) else v for v in (slug, institution, cluster))
+    errors: dict[str, str] = {}
+    if not slug:
+        errors["slug"] = "A slug is required."
+    elif not SLUG_RE.match(slug):
+        errors["slug"] = f"Use {SLUG_RULE}."
+    elif db.session.execute(scope.hubs(user).where(Hub.slug == slug)).first():
+        errors["slug"] = f"A hub named {slug!r} already exists."
+    inst = clus = None
+    if not institution:
+        errors["institution"] = "Choose an institution."
+    else:
+        inst = db.session.execute(scope.institutions(user).filter_by(slug=institution)).scalar_one_or_none()
+        if inst is None:
+            errors["institution"] = f"There is no institution {institution!r}."
+    if not cluster:
+        errors["cluster"] = "Choose a cluster."
+    else:
+        clus = db.session.execute(scope.clusters(user).filter_by(name=cluster)).scalar_one_or_none()
+        if clus is None:
+            errors["cluster"] = f"There is no cluster {cluster!r}."
+        elif clus.state != "ready":
+            errors["cluster"] = f"Cluster {cluster!r} is {clus.state}, not ready for hubs."
+    if errors:
+        raise FieldErrors(errors)
+    hub = Hub(slug=slug, institution=inst, cluster=clus, desired="running", state=lifecycle.REQUESTED,
+              spec={"release": "default", "auth": DEMO_AUTH})
+    db.session.add(hub)
+    op = operations.enqueue(hub, "create", user.email)
+    audit(user.email, "hub.create", slug, inst.id, cluster=clus.name)
+    db.session.commit()
+    return op
+
+
+def restart_hub(user: User, hub: Hub) -> Operation:
+    """Queue a restart of a hub the user may see (operators and the hub's institution admins)."""
+    op = operations.enqueue(hub, "restart", user.email)
+    audit(user.email, "hub.restart", hub.slug, hub.institution_id)
+    db.session.commit()
+    return op
+
+
+def delete_hub(user: User, hub: Hub) -> Operation:
+    """Mark the hub for deletion and queue it; operators only. Calling it twice queues one deletion."""
+    if not user.is_operator:
+        raise Forbidden("only operators delete hubs")
+    if hub.desired == "deleted":
+        pending = db.session.execute(db.select(Operation).where(
+            Operation.hub_id == hub.id, Operation.kind == "delete").order_by(Operation.id.desc())).scalars().first()
+        if pending is not None:
+            return pending
+    hub.desired = "deleted"
+    op = operations.enqueue(hub, "delete", user.email)
+    audit(user.email, "hub.delete", hub.slug, hub.institution_id)
+    db.session.commit()
+    return op
+
+
+def recent_operations(hub: Hub, limit: int = 20) -> list[Operation]:
+    return list(db.session.execute(
+        db.select(Operation).where(Operation.hub_id == hub.id).order_by(Operation.id.desc()).limit(limit)
+    ).unique().scalars())

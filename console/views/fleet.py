@@ -1,0 +1,66 @@
+from flask import Blueprint, g, redirect, render_template, request, url_for
+
+from console import htmx
+from console.extensions import db
+from console.services import FieldErrors, scope
+from console.services import hubs as hub_service
+from console.services import operations
+
+bp = Blueprint("fleet", __name__)
+
+
+@bp.get("/")
+def index():
+    return htmx.render("fleet/index.html", "fleet/_hubs.html", hubs=hub_service.list_hubs(g.user))
+
+
+def _create_form(values: dict, errors: dict, status: int = 200):
+    return render_template(
+        "fleet/new_hub.html", values=values, errors=errors,
+        institutions=db.session.execute(scope.institutions(g.user).order_by("slug")).scalars().all(),
+        clusters=db.session.execute(scope.clusters(g.user).order_by("name")).scalars().all(),
+        slug_rule=hub_service.SLUG_RULE), status
+
+
+@bp.route("/hubs/new", methods=["GET", "POST"])
+def new_hub():
+    if request.method == "GET":
+        return _create_form({"institution": request.args.get("institution", "")}, {})
+    values = {k: request.form.get(k, "") for k in ("slug", "institution", "cluster")}
+    try:
+        op = hub_service.create_hub(g.user, **values)
+    except FieldErrors as exc:
+        return _create_form(values, exc.errors, 422)
+    return redirect(url_for("fleet.hub", slug=op.hub.slug))
+
+
+@bp.get("/hubs/<slug>")
+def hub(slug):
+    found = scope.get_hub(g.user, slug)
+    ops = hub_service.recent_operations(found)
+    return render_template("fleet/hub.html", hub=found, operations=ops,
+                           current=ops[0] if ops else None)
+
+
+@bp.post("/hubs/<slug>/restart")
+def restart_hub(slug):
+    op = hub_service.restart_hub(g.user, scope.get_hub(g.user, slug))
+    return redirect(url_for("fleet.operation", operation_id=op.id))
+
+
+@bp.route("/hubs/<slug>/delete", methods=["GET", "POST"])
+def delete_hub(slug):
+    found = scope.get_hub(g.user, slug)
+    if request.method == "GET":
+        return render_template("fleet/delete_hub.html", hub=found, error=None)
+    if request.form.get("confirm", "").strip() != found.slug:
+        return render_template("fleet/delete_hub.html", hub=found,
+                               error=f"Type the hub's slug, {found.slug}, to confirm."), 422
+    op = hub_service.delete_hub(g.user, found)
+    return redirect(url_for("fleet.operation", operation_id=op.id))
+
+
+@bp.get("/operations/<int:operation_id>")
+def operation(operation_id):
+    op = scope.get_operation(g.user, operation_id)
+    return htmx.render("fleet/operation.html", "fleet/_operation.html", op=op, lines=operations.log_lines(op))

@@ -1,0 +1,1 @@
+"""Terraform modules (HCL) and the one adapter that runs Terraform."""
