@@ -39,6 +39,16 @@ SERVICE_SCOPES = ["read:hub", "list:users", "read:users", "read:servers", "read:
 PROBE_TIMEOUT = 2.0
 PORTS_PER_HUB = 3  # public proxy port, proxy API port, hub's internal port
 
+# JupyterHub processes this process started, by hub directory.  Kept so they are reaped when they exit (no zombies)
+# and are not garbage-collected while running; hubs started by an earlier console are found by their marker instead.
+_children: dict[str, subprocess.Popen] = {}
+
+
+def _reap(hub_dir: Path) -> None:
+    child = _children.get(str(hub_dir))
+    if child is not None and child.poll() is not None:
+        del _children[str(hub_dir)]
+
 
 def _default_proxy_command() -> str:
     found = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "configurable-http-proxy"
@@ -88,6 +98,7 @@ class LocalBackend:
 
     def _main_process(self, hub_dir: Path, pid: int | None = None) -> psutil.Process | None:
         """The hub's JupyterHub process; ``pid`` is a hint checked first to spare a scan of every process."""
+        _reap(hub_dir)
         config = str(hub_dir / "jupyterhub_config.py")
         candidates = []
         if pid:
@@ -111,6 +122,8 @@ class LocalBackend:
 
     def _port_is_free(self, port: int) -> bool:
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As JupyterHub and the proxy bind: connections of a stopped hub in TIME_WAIT do not make a port busy.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind((self.ip, port))
             except OSError:
@@ -228,6 +241,7 @@ class LocalBackend:
                 [self.python, "-m", "jupyterhub", "-f", str(hub_dir / "jupyterhub_config.py")],
                 cwd=hub_dir, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)  # its own process group: a console exit or Ctrl-C does not reach it
+        _children[str(hub_dir)] = proc
         log(f"started JupyterHub (pid {proc.pid}) on {self.ip}:{ports['public']}, log {hub_dir / 'hub.log'}")
         return self._state(hub_dir, ports, proc.pid)
 
@@ -254,6 +268,9 @@ class LocalBackend:
         if leftovers:
             log(f"killed {len(leftovers)} leftover process(es) of the hub")
             psutil.wait_procs(leftovers, timeout=5)
+        child = _children.pop(str(hub_dir), None)
+        if child is not None:
+            child.wait(5)
 
     def stop(self, state: dict, log: Log) -> None:
         hub_dir = self._dir_of(state)

@@ -17,6 +17,8 @@ def create_app(test_config: dict | None = None) -> Flask:
                 static_folder=str(ROOT / "node_modules" / "htmx.org" / "dist"), static_url_path="/static")
     config.load(app, test_config)
 
+    # Authentication runs before CSRF checks, so an anonymous POST is sent to log in rather than told off.
+    app.before_request(security.require_login)
     db.init_app(app)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     csrf.init_app(app)
@@ -25,7 +27,6 @@ def create_app(test_config: dict | None = None) -> Flask:
     api.init_app(app, spec_kwargs={"security": [{"bearer": []}]})
     api.spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer"})
 
-    app.before_request(security.require_login)
     errors.register(app)
     views.register(app, api)
 

@@ -13,6 +13,15 @@ from flask.cli import FlaskGroup, with_appcontext
 from console import create_app
 
 
+def _configure_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _exit_on_sigterm() -> None:
+    # SystemExit unwinds the main thread like Ctrl-C does, so `finally` blocks run.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+
+
 @click.group(cls=FlaskGroup, create_app=create_app, add_version_option=False, load_dotenv=False)
 def main():
     """Hubfleet: run many JupyterHubs for many institutions."""
@@ -42,8 +51,9 @@ def _serve(app, host: str, port: int, with_worker: bool) -> None:
 @with_appcontext
 def serve(host, port, worker):
     """Migrate the database and serve the console."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     _upgrade_database()
+    _exit_on_sigterm()
     app = current_app._get_current_object()
     _serve(app, host, port, app.config["WORKER_IN_PROCESS"] if worker is None else worker)
 
@@ -54,7 +64,7 @@ def worker():
     """Run the reconciler as a separate process (stops on SIGTERM or Ctrl-C)."""
     from console.worker import Worker
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
@@ -71,9 +81,10 @@ def demo(host, port):
     """Migrate, seed two institutions with a local hub each, and serve the console with its worker."""
     from console import demo as demo_seed
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     _upgrade_database()
     app = current_app._get_current_object()
+    _exit_on_sigterm()
     accounts = demo_seed.seed(app)
     click.echo(demo_seed.banner(host, port, accounts))
     try:
@@ -149,3 +160,7 @@ def cluster_add_local(name):
     made = ensure_local_cluster(name, app.config["DATA_DIR"], app.config["LOCAL_PORT_RANGE"],
                                 app.config["LOCAL_HUB_IP"])
     click.echo(f"cluster {made.name} ({made.backend}) ready")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""Fixtures shared by the whole suite.
+
+Every test that takes ``app`` runs twice: on SQLite and on a real PostgreSQL server started for the session.
+"""
+from __future__ import annotations
+
+import itertools
+import re
+
+import pytest
+from flask_migrate import upgrade
+
+from console import create_app
+from console.extensions import db
+from console.models import Cluster, Institution, User
+from console.security import hash_password, new_api_token
+from tests.postgres import PostgresServer, available
+
+PASSWORD = "correct horse battery"
+_counter = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    reason = available()
+    if reason:
+        pytest.skip(reason)
+    server = PostgresServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'console.sqlite'}"
+    server = request.getfixturevalue("postgres")
+    return server.create_database(f"test_{next(_counter)}")
+
+
+@pytest.fixture
+def config(tmp_path, database_url):
+    return {
+        "TESTING": True,
+        "DATA_DIR": str(tmp_path / "data"),
+        "DATABASE_URL": database_url,
+        "SECRET_KEY": "test-secret",
+        "WORKER_POLL_SECONDS": 0.05,
+        "LEASE_SECONDS": 3,
+        "HUB_START_TIMEOUT": 60,
+        "LOCAL_PORT_RANGE": [21000, 21999],
+    }
+
+
+@pytest.fixture
+def app(config):
+    app = create_app(config)
+    with app.app_context():
+        upgrade()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def ctx(app):
+    with app.app_context():
+        yield app
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+# -- factories: each returns a callable that makes a row and commits ---------------------------------------------
+
+
+@pytest.fixture
+def create_institution(ctx):
+    def make(slug=None, name=None):
+        slug = slug or f"inst-{next(_counter)}"
+        row = Institution(slug=slug, name=name or slug.title())
+        db.session.add(row)
+        db.session.commit()
+        return row
+
+    return make
+
+
+@pytest.fixture
+def create_cluster(ctx):
+    def make(name=None, backend="fake", **settings):
+        row = Cluster(name=name or f"cluster-{next(_counter)}", backend=backend, settings=settings, state="ready")
+        db.session.add(row)
+        db.session.commit()
+        return row
+
+    return make
+
+
+@pytest.fixture
+def create_user(ctx):
+    def make(role="operator", institution=None, email=None):
+        row = User(email=email or f"user{next(_counter)}@example.org", role=role, institution=institution,
+                   password_hash=hash_password(PASSWORD))
+        db.session.add(row)
+        db.session.commit()
+        return row
+
+    return make
+
+
+@pytest.fixture
+def api_headers(ctx):
+    """``api_headers(user)`` -> Authorization headers with a fresh token for ``user``."""
+
+    def make(user):
+        token = new_api_token(user)
+        db.session.commit()
+        return {"Authorization": f"Bearer {token}"}
+
+    return make
+
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def csrf_from(html: str) -> str:
+    match = CSRF_RE.search(html)
+    assert match, "page has no CSRF token"
+    return match.group(1)
+
+
+@pytest.fixture
+def login(app):
+    """``login(client, user)`` logs the client in through the real login form."""
+
+    def do(client, user):
+        token = csrf_from(client.get("/login").get_data(as_text=True))
+        response = client.post("/login", data={"email": user.email, "password": PASSWORD, "csrf_token": token})
+        assert response.status_code == 302, response.get_data(as_text=True)
+        return client
+
+    return do
+
+
+@pytest.fixture
+def run_worker(app):
+    """``run_worker()`` executes queued operations in this thread until none is left; returns how many ran."""
+    from console.worker import Worker
+
+    def run(limit: int = 50) -> int:
+        worker = Worker(app, owner="test-worker")
+        done = 0
+        with app.app_context():
+            while done < limit and worker.run_once():
+                done += 1
+            db.session.remove()
+        return done
+
+    return run

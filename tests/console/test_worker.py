@@ -1,0 +1,145 @@
+"""The reconciler with the test-double backends: failures, timeouts, leases, ordering, re-adoption."""
+import threading
+from datetime import timedelta
+
+import pytest
+
+from console.extensions import db
+from console.models import Hub, Operation, utcnow
+from console.services import hubs as hub_service
+from console.services import operations
+from console.worker import Worker
+
+
+@pytest.fixture
+def make_hub(create_institution, create_user):
+    institution = create_institution("north")
+    operator = create_user("operator")
+
+    def make(cluster, slug="north-lab"):
+        op = hub_service.create_hub(operator, slug, "north", cluster.name)
+        return op.hub, op, operator
+
+    return make
+
+
+def reload(row):
+    db.session.expire_all()
+    return db.session.get(type(row), row.id)
+
+
+def test_failing_backend_fails_the_operation_and_the_hub(create_cluster, make_hub, run_worker):
+    hub, op, _ = make_hub(create_cluster(backend="fake-failing"))
+    run_worker()
+    op, hub = reload(op), reload(hub)
+    assert op.state == "failed" and "fails every deploy" in op.error
+    assert hub.state == "failed"
+    assert any("fails every deploy" in line.line for line in op.lines)
+
+
+def test_hub_that_never_answers_times_out(app, create_cluster, make_hub, run_worker):
+    app.config["HUB_START_TIMEOUT"] = 1
+    hub, op, _ = make_hub(create_cluster(backend="fake-never-ready"))
+    run_worker()
+    op, hub = reload(op), reload(hub)
+    assert op.state == "failed" and "did not become healthy within 1s" in op.error
+    assert hub.state == "failed"
+
+
+def test_expired_lease_is_reclaimed_and_finished(app, create_cluster, make_hub, run_worker):
+    hub, op, _ = make_hub(create_cluster(backend="fake"))
+    claimed = operations.claim_next("worker-that-dies", lease_seconds=30)
+    assert claimed.id == op.id
+    # A live lease blocks everyone else...
+    assert run_worker() == 0
+    # ...until it expires.
+    claimed.lease_expires = utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    assert run_worker() == 1
+    op = reload(op)
+    assert op.state == "succeeded" and op.attempts == 2 and reload(hub).state == "running"
+
+
+def test_gives_up_after_max_attempts(app, create_cluster, make_hub, run_worker):
+    _, op, _ = make_hub(create_cluster(backend="fake"))
+    op.state, op.attempts, op.lease_expires = "running", app.config["MAX_ATTEMPTS"], utcnow() - timedelta(seconds=1)
+    db.session.commit()
+    run_worker()
+    op = reload(op)
+    assert op.state == "failed" and op.error == "too many attempts"
+
+
+def test_operations_of_one_hub_run_in_order(create_cluster, make_hub, run_worker):
+    hub, create_op, operator = make_hub(create_cluster(backend="fake"))
+    delete_op = hub_service.delete_hub(operator, hub)
+    first = operations.claim_next("w1", 30)
+    assert first.id == create_op.id
+    assert operations.claim_next("w2", 30) is None  # the delete waits for the create
+    operations.finish(first, succeeded=True)
+    assert operations.claim_next("w2", 30).id == delete_op.id
+
+
+def test_delete_requested_during_create_wins(create_cluster, make_hub, run_worker):
+    hub, create_op, operator = make_hub(create_cluster(backend="fake"))
+    hub_service.delete_hub(operator, hub)
+    assert hub_service.delete_hub(operator, hub).kind == "delete"  # twice -> still one deletion
+    assert db.session.query(Operation).filter_by(kind="delete").count() == 1
+    run_worker()
+    assert reload(hub).state == "deleted"
+    assert "nothing to start" in " ".join(line.line for line in reload(create_op).lines)
+
+
+def test_resync_requeues_hubs_whose_process_is_gone(app, create_cluster, make_hub, run_worker):
+    hub, _, _ = make_hub(create_cluster(backend="fake"))
+    run_worker()
+    hub = reload(hub)
+    hub.backend_state = {}  # what the fake backend reports when its hub is gone
+    db.session.commit()
+    with app.app_context():
+        Worker(app).resync()
+    assert [op.kind for op in db.session.query(Operation).filter_by(state="queued")] == ["reconcile"]
+    run_worker()
+    assert reload(hub).state == "running"
+
+
+def test_observe_marks_an_unanswering_hub_degraded_then_recovers(app, create_cluster, make_hub, run_worker):
+    cluster = create_cluster(backend="fake")
+    hub, _, _ = make_hub(cluster)
+    run_worker()
+    cluster.backend = "fake-never-ready"
+    db.session.commit()
+    with app.app_context():
+        Worker(app).observe()
+    hub = reload(hub)
+    assert (hub.state, hub.health) == ("degraded", "down")
+    cluster = reload(cluster)
+    cluster.backend = "fake"
+    db.session.commit()
+    with app.app_context():
+        Worker(app).observe()
+    hub = reload(hub)
+    assert (hub.state, hub.health) == ("running", "healthy")
+
+
+def test_concurrent_claims_never_share_an_operation(app, config, create_cluster, make_hub):
+    if not config["DATABASE_URL"].startswith("postgresql"):
+        pytest.skip("several workers run only on PostgreSQL (SKIP LOCKED); SQLite runs one worker")
+    cluster = create_cluster(backend="fake")
+    for i in range(20):
+        make_hub(cluster, slug=f"hub-{i:02d}")
+    claimed, barrier = [], threading.Barrier(4)
+
+    def claim(name):
+        with app.app_context():
+            barrier.wait()
+            while (op := operations.claim_next(name, 30)) is not None:
+                claimed.append(op.id)
+            db.session.remove()
+
+    threads = [threading.Thread(target=claim, args=(f"w{i}",)) for i in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 20
+    assert db.session.query(Hub).count() == 20

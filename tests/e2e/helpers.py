@@ -1,0 +1,47 @@
+"""Talk to a real JupyterHub the way a student's browser does, and wait for things."""
+from __future__ import annotations
+
+import re
+import socket
+import time
+
+import httpx
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):
+    """Call ``predicate`` until it returns something truthy; return that, or fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
+
+
+def port_open(url_or_port, host: str = "127.0.0.1") -> bool:
+    port = url_or_port if isinstance(url_or_port, int) else int(re.search(r":(\d+)", url_or_port).group(1))
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, port)) == 0
+
+
+def login_and_start_server(hub_url: str, username: str, password: str, timeout: float = 90) -> httpx.Response:
+    """Log into the hub's login form, start the user's server, open JupyterLab; returns the Lab page response."""
+    with httpx.Client(base_url=hub_url, follow_redirects=True, timeout=10) as browser:
+        form = browser.get("hub/login")
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', form.text).group(1)
+        home = browser.post("hub/login", data={"username": username, "password": password, "_xsrf": xsrf})
+        assert home.status_code == 200 and "/hub/home" in str(home.url) or "/hub/spawn" in str(home.url), home.url
+        started = browser.post(f"hub/api/users/{username}/server",
+                               headers={"X-XSRFToken": browser.cookies.get("_xsrf", path="/hub/")})
+        assert started.status_code in (201, 202), started.text
+
+        def ready():
+            model = browser.get(f"hub/api/users/{username}").json()
+            server = model.get("servers", {}).get("")
+            return server and server.get("ready")
+
+        wait_for(ready, timeout, interval=0.5, what=f"{username}'s server to be ready")
+        return browser.get(f"user/{username}/lab")
