@@ -5,6 +5,7 @@ Every test that takes ``app`` runs twice: on SQLite and on a real PostgreSQL ser
 from __future__ import annotations
 
 import itertools
+import os
 import re
 
 import pytest
@@ -24,7 +25,9 @@ _counter = itertools.count()
 def postgres():
     reason = available()
     if reason:
-        pytest.skip(reason)
+        if os.environ.get("HUBFLEET_REQUIRE_POSTGRES") == "1":
+            pytest.fail(f"PostgreSQL is required here but cannot start: {reason}")
+        pytest.skip(f"PostgreSQL half of the suite not run: {reason}")
     server = PostgresServer().start()
     yield server
     server.stop()

@@ -4,6 +4,7 @@ PostgreSQL refuses to run as root, so as root the server runs as the ``postgres`
 """
 from __future__ import annotations
 
+import glob
 import os
 import pwd
 import shutil
@@ -19,9 +20,17 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _bin(name: str) -> str | None:
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
 def available() -> str | None:
     """None if a server can be started here, else the reason it cannot."""
-    if not shutil.which("initdb") or not shutil.which("pg_ctl"):
+    if not _bin("initdb") or not _bin("pg_ctl"):
         return "PostgreSQL binaries (initdb, pg_ctl) are not on PATH; `make setup` installs them"
     if os.geteuid() == 0:
         try:
@@ -47,14 +56,14 @@ class PostgresServer:
                        cwd=self.dir)
 
     def start(self) -> PostgresServer:
-        self._run("initdb", "-D", str(self.data), "-U", "hubfleet", "--auth=trust", "-E", "UTF8", "--no-sync")
-        self._run("pg_ctl", "-D", str(self.data), "-w", "-l", str(self.dir / "server.log"), "-o",
+        self._run(_bin("initdb"), "-D", str(self.data), "-U", "hubfleet", "--auth=trust", "-E", "UTF8", "--no-sync")
+        self._run(_bin("pg_ctl"), "-D", str(self.data), "-w", "-l", str(self.dir / "server.log"), "-o",
                   f"-p {self.port} -k {self.dir} -c listen_addresses=127.0.0.1 -c fsync=off "
                   f"-c synchronous_commit=off -c full_page_writes=off -c max_connections=200", "start")
         return self
 
     def stop(self) -> None:
-        subprocess.run([*self._as_user, "pg_ctl", "-D", str(self.data), "-m", "immediate", "stop"],
+        subprocess.run([*self._as_user, _bin("pg_ctl"), "-D", str(self.data), "-m", "immediate", "stop"],
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.dir)
         shutil.rmtree(self.dir, ignore_errors=True)
 
