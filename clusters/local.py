@@ -232,7 +232,8 @@ class LocalBackend:
         busy = [p for p in ports.values() if not self._wait_port_free(p)]
         if busy:
             raise BackendError(f"ports {busy} are in use by another program; cannot start the hub")
-        env = dict(os.environ)
+        # The console's own settings (database URL, secret key) are none of the hub's business.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
         env[MARKER] = str(hub_dir)
         env["PATH"] = os.pathsep.join([str(Path(self.proxy_command).parent), env.get("PATH", "")])
         env.pop("JUPYTERHUB_API_TOKEN", None)

@@ -94,11 +94,11 @@ def delete_hub(user: User, hub: Hub) -> Operation:
     """Mark the hub for deletion and queue it; operators only. Calling it twice queues one deletion."""
     if not user.is_operator:
         raise Forbidden("only operators delete hubs")
-    if hub.desired == "deleted":
-        pending = db.session.execute(db.select(Operation).where(
-            Operation.hub_id == hub.id, Operation.kind == "delete").order_by(Operation.id.desc())).scalars().first()
-        if pending is not None:
-            return pending
+    pending = db.session.execute(db.select(Operation).where(
+        Operation.hub_id == hub.id, Operation.kind == "delete", Operation.state.in_(("queued", "running")))
+    ).unique().scalars().first()
+    if pending is not None:
+        return pending
     hub.desired = "deleted"
     op = operations.enqueue(hub, "delete", user.email)
     audit(user.email, "hub.delete", hub.slug, hub.institution_id)

@@ -143,3 +143,15 @@ def test_concurrent_claims_never_share_an_operation(app, config, create_cluster,
         thread.join()
     assert sorted(claimed) == sorted(set(claimed)) and len(claimed) == 20
     assert db.session.query(Hub).count() == 20
+
+
+def test_a_failed_deletion_can_be_retried(create_cluster, make_hub, run_worker):
+    cluster = create_cluster(backend="fake")
+    hub, _, operator = make_hub(cluster)
+    run_worker()
+    first = hub_service.delete_hub(operator, hub)
+    operations.finish(operations.claim_next("w", 30), succeeded=False, error="the cloud said no")
+    second = hub_service.delete_hub(operator, reload(hub))
+    assert second.id != first.id and second.state == "queued"
+    run_worker()
+    assert reload(hub).state == "deleted"

@@ -122,7 +122,9 @@ def test_sigkill_of_the_worker_mid_creation_ends_with_one_healthy_hub(app, clien
     assert op["attempts"] == 2
     assert any("adopting it" in line for line in op["log"]), "\n".join(op["log"])
     hub_dir = tmp_path / "data" / "clusters" / "local" / "hubs" / "north-lab"
-    assert len(main_processes(hub_dir)) == 1
+    [main] = main_processes(hub_dir)
+    # The worker's settings (its database URL, secret key) did not leak into the hub's environment.
+    assert [k for k in main.environ() if k.startswith("HUBFLEET_")] == ["HUBFLEET_HUB_DIR"]
     hub = client.get("/api/v1/hubs/north-lab", headers=headers).get_json()
     assert hub["health"] == "healthy" and httpx.get(hub["url"] + "hub/health", timeout=5).status_code == 200
     assert db.session.query(Hub).count() == 1
