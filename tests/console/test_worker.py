@@ -1,5 +1,6 @@
 """The reconciler with the test-double backends: failures, timeouts, leases, ordering, re-adoption."""
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -9,6 +10,7 @@ from console.models import Hub, Operation, utcnow
 from console.services import hubs as hub_service
 from console.services import operations
 from console.worker import Worker
+from tests.helpers import wait_for
 
 
 @pytest.fixture
@@ -155,3 +157,26 @@ def test_a_failed_deletion_can_be_retried(create_cluster, make_hub, run_worker):
     assert second.id != first.id and second.state == "queued"
     run_worker()
     assert reload(hub).state == "deleted"
+
+
+def test_heartbeat_keeps_a_slow_operation_leased(app, create_cluster, make_hub):
+    """A deploy that outlasts the lease keeps it: the heartbeat renews it, so no other worker steals the work."""
+    app.config["LEASE_SECONDS"] = 0.6
+    hub, op, _ = make_hub(create_cluster(backend="fake-slow", delay=2))
+
+    def work():
+        with app.app_context():
+            Worker(app, owner="slow").run_once()
+            db.session.remove()
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    try:
+        wait_for(lambda: reload(op).state == "running", 5, what="the slow worker to claim the operation")
+        time.sleep(1.5)  # well past the 0.6 s lease
+        db.session.rollback()
+        assert operations.claim_next("thief", 30) is None
+    finally:
+        worker.join(10)
+    op = reload(op)
+    assert op.state == "succeeded" and op.attempts == 1 and op.lease_owner is None

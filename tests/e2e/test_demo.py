@@ -8,7 +8,8 @@ import sys
 import httpx
 import pytest
 
-from tests.e2e.helpers import login_and_start_server, port_open, wait_for
+from tests.e2e.helpers import login_and_start_server
+from tests.helpers import port_open, wait_for
 
 pytestmark = pytest.mark.timeout(300)
 

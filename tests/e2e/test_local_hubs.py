@@ -12,7 +12,8 @@ from clusters.local import LocalBackend
 from console.extensions import db
 from console.models import Hub, Operation
 from console.services.institutions import ensure_local_cluster
-from tests.e2e.helpers import login_and_start_server, port_open, wait_for
+from tests.e2e.helpers import login_and_start_server
+from tests.helpers import port_open, wait_for
 
 pytestmark = pytest.mark.timeout(240)
 
