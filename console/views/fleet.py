@@ -63,4 +63,6 @@ def delete_hub(slug):
 @bp.get("/operations/<int:operation_id>")
 def operation(operation_id):
     op = scope.get_operation(g.user, operation_id)
-    return htmx.render("fleet/operation.html", "fleet/_operation.html", op=op, lines=operations.log_lines(op))
+    # The panel stops polling once the operation ends; the page around it (hub state, health) reloads then.
+    return htmx.render("fleet/operation.html", "fleet/_operation.html", refresh_page=op.terminal, op=op,
+                       lines=operations.log_lines(op))

@@ -57,6 +57,16 @@ def test_operation_url_serves_page_or_fragment(operator_client):
     body = fragment.get_data(as_text=True).strip()
     assert body.startswith(f'<section id="operation-{op_id}"') and "<html" not in body
     assert "HX-Request" in page.headers["Vary"] and "HX-Request" in fragment.headers["Vary"]
+    assert "HX-Refresh" not in fragment.headers  # still queued: keep polling
+
+
+def test_finished_operation_fragment_reloads_the_page_around_it(operator_client, run_worker):
+    post_form(operator_client, "/hubs/new", {"slug": "north-lab", "institution": "north", "cluster": "fast"})
+    run_worker()
+    op_id = db.session.execute(db.select(Operation.id)).scalar_one()
+    fragment = operator_client.get(f"/operations/{op_id}", headers={"HX-Request": "true"})
+    assert fragment.headers["HX-Refresh"] == "true" and "hx-trigger" not in fragment.get_data(as_text=True)
+    assert "HX-Refresh" not in operator_client.get(f"/operations/{op_id}").headers
 
 
 def test_delete_needs_the_typed_slug(operator_client, run_worker):
