@@ -15,6 +15,7 @@ from console import create_app
 
 def _configure_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per probe request drowns everything else
 
 
 def _exit_on_sigterm() -> None:

@@ -108,13 +108,14 @@ class Worker:
             operations.finish(op, succeeded=True)
         finally:
             heartbeat.stop()
+        logger.info("operation %s (%s of %s) %s", op.id, op.kind, op.hub.slug, op.state)
 
     def _fail(self, op: Operation, error: str) -> None:
         hub = op.hub
         try:
             hub_service.transition(hub, "fail")
         except lifecycle.InvalidTransition:
-            pass  # e.g. a hub still 'requested' when its backend refused it stays visible as such
+            pass  # a hub already deleted stays deleted; the operation still records the failure
         operations.finish(op, succeeded=False, error=error)
 
     # -- handlers -------------------------------------------------------------------------------------------------
