@@ -162,13 +162,17 @@ class LocalBackend:
         def put(section: str, **values):
             settings.setdefault(section, {}).update(values)
 
+        hub = settings.setdefault("JupyterHub", {})
         put("JupyterHub",
             ip=self.ip, port=ports["public"], hub_ip="127.0.0.1", hub_port=ports["hub"],
             db_url=f"sqlite:///{hub_dir / 'jupyterhub.sqlite'}",
             cookie_secret_file=str(hub_dir / "jupyterhub_cookie_secret"),
             pid_file=str(hub_dir / "jupyterhub.pid"),
-            services=[{"name": SERVICE_NAME, "api_token": token}],
-            load_roles=[{"name": "hubfleet-console", "scopes": SERVICE_SCOPES, "services": [SERVICE_NAME]}])
+            services=[*hub.get("services", []), {"name": SERVICE_NAME, "api_token": token}],
+            load_roles=[*hub.get("load_roles", []),
+                        {"name": "hubfleet-console", "scopes": SERVICE_SCOPES, "services": [SERVICE_NAME]}])
+        public_url = f"http://{self.ip}:{ports['public']}/"
+        put("OAuthenticator", oauth_callback_url=f"{public_url}hub/oauth_callback")
         settings["JupyterHub"].setdefault("spawner_class", "simple")
         put("ConfigurableHTTPProxy", api_url=f"http://127.0.0.1:{ports['proxy_api']}",
             command=[self.proxy_command], should_start=True)

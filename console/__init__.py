@@ -10,12 +10,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the console app. Nothing is started here: no worker, no hub, no migration."""
-    from console import config, errors, security, views
+    from console import config, crypto, errors, security, views
     from console.extensions import api, csrf, db, login_manager, migrate
 
     app = Flask(__name__, template_folder=str(ROOT / "templates"),
                 static_folder=str(ROOT / "node_modules" / "htmx.org" / "dist"), static_url_path="/static")
     config.load(app, test_config)
+    crypto.load_keys(app)
 
     # Authentication runs before CSRF checks, so an anonymous POST is sent to log in rather than told off.
     app.before_request(security.require_login)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, text
+from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from console.extensions import db
@@ -29,6 +29,26 @@ class Institution(db.Model):
     slug: Mapped[str] = mapped_column(String(63), unique=True)
     name: Mapped[str] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The institution's config layer (validated, without secrets), its secrets (Fernet token) and its policy.
+    auth: Mapped[dict] = mapped_column(JSON, default=dict)
+    auth_secrets: Mapped[str] = mapped_column(Text, default="")
+    environment: Mapped[dict] = mapped_column(JSON, default=dict)
+    policy: Mapped[dict] = mapped_column(JSON, default=dict)
+    config_updated_at: Mapped[datetime | None]
+
+
+class ConfigDraft(db.Model):
+    """An admin's edits not yet applied, kept so nothing typed is lost between edit, preview and apply."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institution.id"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    auth: Mapped[dict] = mapped_column(JSON, default=dict)  # as typed, secrets removed
+    auth_secrets: Mapped[str] = mapped_column(Text, default="")  # newly typed secrets, encrypted
+    environment: Mapped[dict] = mapped_column(JSON, default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    __table_args__ = (UniqueConstraint("institution_id", "user_id"),)
 
 
 class Cluster(db.Model):

@@ -18,6 +18,7 @@ from clusters.base import BackendError
 
 from console.extensions import db
 from console.models import Hub, Operation, utcnow
+from console.services import config as config_service
 from console.services import hubs as hub_service
 from console.services import operations
 from console.status import DOWN, HEALTHY
@@ -120,14 +121,14 @@ class Worker:
 
     # -- handlers -------------------------------------------------------------------------------------------------
 
-    def ensure_running(self, op: Operation, log, restart: bool = False) -> None:
+    def ensure_running(self, op: Operation, log, restart: bool = False, event: str = "provision") -> None:
         hub = op.hub
         if hub.desired == "deleted":
             log("the hub is being deleted; nothing to start")
             return
         backend = hub_service.backend_for(hub.cluster)
-        spec = hub_service.hub_spec(hub)
-        hub_service.transition(hub, "provision")
+        spec = config_service.hub_spec(hub)
+        hub_service.transition(hub, event)
         db.session.commit()
         if restart:
             state = backend.restart(spec, hub.backend_state or {}, log)
@@ -203,6 +204,7 @@ HANDLERS = {
     "create": Worker.ensure_running,
     "reconcile": Worker.ensure_running,
     "restart": lambda worker, op, log: worker.ensure_running(op, log, restart=True),
+    "reconfigure": lambda worker, op, log: worker.ensure_running(op, log, event="reconfigure"),
     "delete": Worker.ensure_deleted,
 }
 

@@ -1,34 +1,99 @@
-"""Render a hub's configuration for a backend target.
+"""Render a hub's effective config for a backend target.
 
-Pure functions: given plain dicts, return plain dicts.  The local target is JupyterHub configuration as traitlets
-sections (``{"JupyterHub": {...}, "Authenticator": {...}}``), which ``clusters.local`` writes beside a fixed
-``jupyterhub_config.py``.
+Pure functions: given plain dicts, return plain dicts.
+
+- ``render_local``: JupyterHub configuration as traitlets sections (``{"JupyterHub": {...}, ...}``), which
+  ``clusters.local`` writes beside a fixed ``jupyterhub_config.py``.  Containers do not exist there, so images,
+  profiles, CPU/memory guarantees and storage do not apply; limits are passed on as JupyterHub's ``mem_limit`` and
+  ``cpu_limit`` (which set ``MEM_LIMIT``/``CPU_LIMIT`` in the server's environment).
+- ``render_z2jh``: values for the Zero to JupyterHub Helm chart, valid against its schema.
 """
 from __future__ import annotations
 
+import copy
+import sys
 from typing import Any
 
-# Until an institution configures its own identity provider, a hub uses JupyterHub's dummy authenticator: any
-# username with any password.  The local backend binds hubs to loopback by default, so this is a demo setting.
-DEMO_AUTH: dict[str, Any] = {"authenticator_class": "dummy"}
+from tenants.auth import SECRET_FIELDS, authenticator_sections
+from tenants.environment import split_image
 
-DEFAULT_ENVIRONMENT: dict[str, Any] = {"default_url": "/lab"}
+MASK = "********"
 
 
-def render_local(auth: dict[str, Any], environment: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """Return JupyterHub traitlets sections for ``auth`` and ``environment``.
+def render_local(config: dict[str, Any], secrets: dict[str, str], hub_url: str | None = None
+                 ) -> dict[str, dict[str, Any]]:
+    """Traitlets sections for the local backend; deterministic."""
+    env = config["environment"]
+    sections = authenticator_sections(config["auth"], secrets)
+    spawner: dict[str, Any] = {"default_url": env.get("default_url", "/lab")}
+    if env.get("mem_limit"):
+        spawner["mem_limit"] = env["mem_limit"]
+    if env.get("cpu_limit"):
+        spawner["cpu_limit"] = float(env["cpu_limit"])
+    sections["Spawner"] = spawner
+    if hub_url:
+        sections["OAuthenticator"] = {"oauth_callback_url": f"{hub_url}hub/oauth_callback"}
+    if env.get("cull_timeout"):
+        sections["JupyterHub"]["services"] = [{
+            "name": "idle-culler",
+            "command": [sys.executable, "-m", "jupyterhub_idle_culler", f"--timeout={env['cull_timeout']}",
+                        *([f"--max-age={env['cull_max_age']}"] if env.get("cull_max_age") else [])]}]
+        sections["JupyterHub"]["load_roles"] = [{
+            "name": "idle-culler", "services": ["idle-culler"],
+            "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}]
+    return sections
 
-    Pure and deterministic (same input, same output).  Raises ``ValueError`` for an authenticator it cannot render.
-    """
-    environment = {**DEFAULT_ENVIRONMENT, **(environment or {})}
-    kind = auth.get("authenticator_class")
-    if kind == "dummy":
-        config = {"JupyterHub": {"authenticator_class": "dummy"}, "Authenticator": {"allow_all": True}}
-    elif kind == "shared-password":
-        config = {"JupyterHub": {"authenticator_class": "shared-password"},
-                  "SharedPasswordAuthenticator": {"user_password": auth["user_password"]},
-                  "Authenticator": {"allow_all": True}}
-    else:
-        raise ValueError(f"cannot render authenticator_class {kind!r} for the local target")
-    config["Spawner"] = {"default_url": environment["default_url"]}
-    return config
+
+def _resources(source: dict[str, Any]) -> dict[str, Any]:
+    """KubeSpawner's names for one profile's (or the default's) resources."""
+    names = {"cpu_guarantee": "cpu_guarantee", "cpu_limit": "cpu_limit", "mem_guarantee": "mem_guarantee",
+             "mem_limit": "mem_limit"}
+    out = {names[k]: source[k] for k in names if source.get(k) is not None}
+    if source.get("gpus"):
+        out["extra_resource_limits"] = {"nvidia.com/gpu": str(source["gpus"])}
+    return out
+
+
+def render_z2jh(config: dict[str, Any], secrets: dict[str, str], hub_url: str | None = None) -> dict[str, Any]:
+    """Values for the z2jh chart; deterministic.  Deep-merged over the chart's defaults they pass its schema."""
+    env = config["environment"]
+    sections = authenticator_sections(config["auth"], secrets)
+    if hub_url:
+        sections["OAuthenticator"] = {"oauth_callback_url": f"{hub_url}hub/oauth_callback"}
+    name, tag = split_image(env["image"])
+    singleuser: dict[str, Any] = {
+        "image": {"name": name, "tag": tag},
+        "defaultUrl": env.get("default_url", "/lab"),
+        "cpu": {"limit": env.get("cpu_limit"), "guarantee": env.get("cpu_guarantee")},
+        "memory": {"limit": env.get("mem_limit"), "guarantee": env.get("mem_guarantee")},
+    }
+    if env.get("gpus"):
+        singleuser["extraResource"] = {"limits": {"nvidia.com/gpu": str(env["gpus"])}}
+    if env.get("storage_capacity"):
+        singleuser["storage"] = {"capacity": env["storage_capacity"]}
+    if env.get("profiles"):
+        singleuser["profileList"] = []
+        for profile in env["profiles"]:
+            override = _resources(profile)
+            if profile.get("image"):
+                override["image"] = profile["image"]
+            entry = {"display_name": profile["display_name"], "description": profile.get("description", ""),
+                     "kubespawner_override": override}
+            if profile.get("default"):
+                entry["default"] = True
+            singleuser["profileList"].append(entry)
+    cull: dict[str, Any] = {"enabled": bool(env.get("cull_timeout"))}
+    if env.get("cull_timeout"):
+        cull["timeout"] = env["cull_timeout"]
+        cull["maxAge"] = env.get("cull_max_age", 0)
+    return {"hub": {"config": sections}, "singleuser": singleuser, "cull": cull}
+
+
+def mask_secrets(rendered: Any, label: str = MASK) -> Any:
+    """A copy of a rendered config with every secret value replaced by ``label``; pure."""
+    if isinstance(rendered, dict):
+        return {k: (label if k in SECRET_FIELDS | {"api_token"} and isinstance(v, str) else mask_secrets(v, label))
+                for k, v in rendered.items()}
+    if isinstance(rendered, list):
+        return [mask_secrets(v, label) for v in rendered]
+    return copy.deepcopy(rendered)

@@ -4,8 +4,7 @@ from __future__ import annotations
 import re
 
 from clusters import lifecycle
-from clusters.base import Backend, HubSpec, get_backend
-from tenants.render import DEMO_AUTH, render_local
+from clusters.base import Backend, get_backend
 from werkzeug.exceptions import Forbidden
 
 from console.extensions import db
@@ -29,12 +28,6 @@ def list_hubs(user: User, institution: Institution | None = None) -> list[Hub]:
     if institution is not None:
         query = query.where(Hub.institution_id == institution.id)
     return list(db.session.execute(query).unique().scalars())
-
-
-def hub_spec(hub: Hub) -> HubSpec:
-    spec = hub.spec or {}
-    return HubSpec(slug=hub.slug, institution=hub.institution.slug, release=spec.get("release", "default"),
-                   config=render_local(spec.get("auth", DEMO_AUTH), spec.get("environment")))
 
 
 def backend_for(cluster: Cluster) -> Backend:
@@ -74,7 +67,7 @@ def create_hub(user: User, slug: str | None, institution: str | None, cluster: s
     if errors:
         raise FieldErrors(errors)
     hub = Hub(slug=slug, institution=inst, cluster=clus, desired="running", state=lifecycle.REQUESTED,
-              spec={"release": "default", "auth": DEMO_AUTH})
+              spec={"release": "default"})
     db.session.add(hub)
     op = operations.enqueue(hub, "create", user.email)
     audit(user.email, "hub.create", slug, inst.id, cluster=clus.name)
