@@ -7,6 +7,8 @@ the slug), changing code or templates never orphans a running hub.
 
 Contract for every method:
 
+The returned state is stored in the console's database in the clear: it must never hold a secret from the spec.
+
 ``deploy(spec, state) -> state``
     Make the hub exist and run with ``spec``; start it if it is not running, restart it if its rendered config
     changed, do nothing if it already matches.  Returns without waiting for readiness (the reconciler polls

@@ -145,6 +145,40 @@ def token_create(email):
     click.echo(value)
 
 
+@main.command("export")
+@with_appcontext
+def export():
+    """Print every institution's config and policy and every hub as JSON (no secret is ever included)."""
+    import json
+
+    from console.services.config import export_fleet
+
+    click.echo(json.dumps(export_fleet(), indent=2, sort_keys=True, default=str))
+
+
+@main.group()
+def secrets():
+    """Secrets at rest."""
+
+
+@secrets.command("rotate")
+@with_appcontext
+def secrets_rotate():
+    """Re-encrypt every stored secret with the first of ENCRYPTION_KEYS."""
+    from console.crypto import rotate
+    from console.extensions import db
+    from console.models import ConfigDraft, Institution
+
+    count = 0
+    for model in (Institution, ConfigDraft):
+        for row in db.session.execute(db.select(model)).scalars():
+            if row.auth_secrets:
+                row.auth_secrets = rotate(row.auth_secrets)
+                count += 1
+    db.session.commit()
+    click.echo(f"re-encrypted {count} secret bundle(s)")
+
+
 @main.group()
 def cluster():
     """Clusters hubs run on."""

@@ -148,11 +148,16 @@ def render(hub: Hub, target: str, masked: bool = True, institution_layer: dict |
     return mask_secrets(rendered, mask_label) if masked else rendered
 
 
-def preview(institution: Institution, draft_auth: dict, draft_env: dict, new_secrets: dict[str, str]
+def preview(user: User, institution: Institution, auth: Any, environment: Any, new_secrets: dict[str, str]
             ) -> list[tuple[Hub, str]]:
-    """Per live hub, a unified diff of its rendered config (secrets masked) now vs. with the draft applied."""
+    """Per live hub, a unified diff of its rendered config (secrets masked) now vs. with the change applied.
+
+    Validates first: raises FieldErrors exactly as :func:`apply_config` would.  Changes nothing.
+    """
+    _require_config_access(user, institution)
+    draft_auth, secrets, draft_env = _validate(institution, auth, environment, new_secrets)
     stored = decrypt_json(institution.auth_secrets)
-    proposed = {"auth": draft_auth, "environment": draft_env, "secrets": {**stored, **new_secrets}}
+    proposed = {"auth": draft_auth, "environment": draft_env, "secrets": secrets}
     diffs = []
     for hub in live_hubs(institution):
         target = target_of(hub)
@@ -180,7 +185,7 @@ def save_draft(user: User, institution: Institution, auth: dict, environment: di
     _require_config_access(user, institution)
     draft = draft_of(user, institution) or ConfigDraft(institution_id=institution.id, user_id=user.id)
     kept = decrypt_json(draft.auth_secrets)
-    if draft.auth.get("authenticator_class") != auth.get("authenticator_class"):
+    if (draft.auth or {}).get("authenticator_class") != auth.get("authenticator_class"):
         kept = {}
     kept.update({k: v for k, v in typed_secrets.items() if v})
     draft.auth = {k: v for k, v in auth.items() if k not in SECRET_FIELDS}

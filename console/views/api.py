@@ -4,6 +4,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from console.extensions import db
+from console.models import Institution
+from console.security import require_operator
+from console.services import config as config_service
 from console.services import scope
 from console.services import hubs as hub_service
 
@@ -89,3 +93,98 @@ class OperationItem(MethodView):
     def get(self, operation_id):
         """An operation, with its log."""
         return scope.get_operation(g.user, operation_id)
+
+
+class InstitutionSchema(Schema):
+    slug = fields.String()
+    name = fields.String()
+    config_updated_at = fields.DateTime(allow_none=True)
+
+
+class ConfigSchema(Schema):
+    auth = fields.Dict(required=True, metadata={"description": "authenticator_class and its fields; secrets are "
+                                                               "write-only (blank or absent keeps the stored one)"})
+    environment = fields.Dict(required=True)
+
+
+class ConfigOutSchema(Schema):
+    auth = fields.Dict()
+    environment = fields.Dict()
+    secrets_set = fields.List(fields.String(), metadata={"description": "names of stored secrets, never values"})
+    operations = fields.List(fields.Integer(), metadata={"description": "reconfigure operations queued (PUT)"})
+
+
+class PolicySchema(Schema):
+    max_cpu = fields.Raw()
+    max_memory = fields.Raw()
+    allowed_registries = fields.Raw()
+    gpus_allowed = fields.Raw()
+    max_storage = fields.Raw()
+    max_users = fields.Raw()
+
+
+class RenderedQuerySchema(Schema):
+    target = fields.String(load_default="local", validate=validate.OneOf(("local", "z2jh")))
+
+
+class RenderedSchema(Schema):
+    hub = fields.String()
+    target = fields.String()
+    config = fields.Dict(metadata={"description": "secrets masked"})
+
+
+def _config_out(institution, ops=()):
+    current = config_service.current_config(institution)
+    return {**current, "secrets_set": config_service.secrets_set(institution), "operations": [op.id for op in ops]}
+
+
+@blp.route("/institutions")
+class Institutions(MethodView):
+    @blp.response(200, InstitutionSchema(many=True))
+    def get(self):
+        """The institutions you may see."""
+        return db.session.execute(scope.institutions(g.user).order_by(Institution.slug)).scalars().all()
+
+
+@blp.route("/institutions/<slug>/config")
+class InstitutionConfig(MethodView):
+    @blp.response(200, ConfigOutSchema)
+    def get(self, slug):
+        """The institution's login and environment (secrets are never returned)."""
+        return _config_out(scope.get_institution(g.user, slug))
+
+    @blp.arguments(ConfigSchema)
+    @blp.response(200, ConfigOutSchema)
+    def put(self, data, slug):
+        """Validate, save and apply: one reconfigure operation per hub. 422 with field errors changes nothing."""
+        institution = scope.get_institution(g.user, slug)
+        ops = config_service.apply_config(g.user, institution, data["auth"], data["environment"])
+        return _config_out(institution, ops)
+
+
+@blp.route("/institutions/<slug>/policy")
+class InstitutionPolicy(MethodView):
+    @blp.response(200, PolicySchema)
+    def get(self, slug):
+        """The operator's policy for the institution (operators only)."""
+        institution = scope.get_institution(g.user, slug)
+        require_operator(g.user)
+        return config_service.policy_of(institution)
+
+    @blp.arguments(PolicySchema)
+    @blp.response(200, PolicySchema)
+    def put(self, data, slug):
+        """Replace the policy (operators only); missing fields take the defaults."""
+        institution = scope.get_institution(g.user, slug)
+        require_operator(g.user)
+        return config_service.set_policy(g.user, institution, data)
+
+
+@blp.route("/hubs/<slug>/rendered")
+class HubRendered(MethodView):
+    @blp.arguments(RenderedQuerySchema, location="query")
+    @blp.response(200, RenderedSchema)
+    def get(self, query, slug):
+        """The hub's configuration as its backend gets it, for z2jh or the local backend, secrets masked."""
+        hub = scope.get_hub(g.user, slug)
+        return {"hub": hub.slug, "target": query["target"], "config": config_service.render(hub, query["target"])}

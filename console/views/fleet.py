@@ -1,8 +1,10 @@
 from flask import Blueprint, g, redirect, render_template, request, url_for
+from tenants.auth import KINDS
 
 from console import htmx
 from console.extensions import db
 from console.services import FieldErrors, scope
+from console.services import config as config_service
 from console.services import hubs as hub_service
 from console.services import operations
 
@@ -38,8 +40,9 @@ def new_hub():
 def hub(slug):
     found = scope.get_hub(g.user, slug)
     ops = hub_service.recent_operations(found)
-    return render_template("fleet/hub.html", hub=found, operations=ops,
-                           current=ops[0] if ops else None)
+    auth_class = config_service.effective(found)[0]["auth"].get("authenticator_class")
+    return render_template("fleet/hub.html", hub=found, operations=ops, current=ops[0] if ops else None,
+                           login_label=KINDS[auth_class].label if auth_class in KINDS else auth_class)
 
 
 @bp.post("/hubs/<slug>/restart")

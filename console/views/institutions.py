@@ -1,7 +1,15 @@
-from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from tenants.auth import KINDS
+from tenants.discovery import fetch_discovery
+from tenants.fields import Invalid
+from tenants.policy import DEFAULT_POLICY
+from werkzeug.exceptions import Forbidden
 
 from console.extensions import db
+from console.forms import carry_over, format_idps, parse_config_form
+from console.models import AuditEvent, Hub, Operation
 from console.services import FieldErrors, scope
+from console.services import config as config_service
 from console.services import hubs as hub_service
 from console.services import institutions as institution_service
 
@@ -31,5 +39,103 @@ def create():
 @bp.get("/institutions/<slug>")
 def detail(slug):
     institution = scope.get_institution(g.user, slug)
+    recent = db.session.execute(
+        db.select(Operation).join(Operation.hub).where(Hub.institution_id == institution.id)
+        .order_by(Operation.id.desc()).limit(10)).unique().scalars().all()
+    events = db.session.execute(db.select(AuditEvent).where(AuditEvent.institution_id == institution.id)
+                                .order_by(AuditEvent.id.desc()).limit(15)).scalars().all()
     return render_template("institutions/detail.html", institution=institution,
-                           hubs=hub_service.list_hubs(g.user, institution=institution))
+                           hubs=hub_service.list_hubs(g.user, institution=institution),
+                           config=config_service.current_config(institution),
+                           secrets_set=config_service.secrets_set(institution),
+                           policy=config_service.policy_of(institution), kinds=KINDS, operations=recent,
+                           events=events)
+
+
+def _config_form(institution, auth, environment, new_secrets, errors, status=200, discovery_url=""):
+    return render_template(
+        "institutions/config.html", institution=institution, auth=auth, environment=environment, errors=errors,
+        kinds=KINDS, kind=KINDS.get(auth.get("authenticator_class")), format_idps=format_idps,
+        stored_secrets=config_service.secrets_set(institution), new_secrets=sorted(new_secrets),
+        policy=config_service.policy_of(institution), discovery_url=discovery_url,
+        has_draft=config_service.draft_of(g.user, institution) is not None,
+        callback_urls=[f"{hub.url}hub/oauth_callback" for hub in config_service.live_hubs(institution) if hub.url]
+    ), status
+
+
+@bp.get("/institutions/<slug>/config")
+def edit_config(slug):
+    institution = scope.get_institution(g.user, slug)
+    draft = config_service.draft_of(g.user, institution)
+    if draft:
+        return _config_form(institution, draft.auth, draft.environment, config_service.draft_secrets(draft), {})
+    current = config_service.current_config(institution)
+    return _config_form(institution, current["auth"], current["environment"], {}, {})
+
+
+@bp.post("/institutions/<slug>/config")
+def post_config(slug):
+    institution = scope.get_institution(g.user, slug)
+    action = request.form.get("action", "preview")
+    if action == "discard":
+        config_service.discard_draft(g.user, institution)
+        return redirect(url_for("institutions.edit_config", slug=slug))
+    auth, environment, typed = parse_config_form(request.form)
+    discovery_url = request.form.get("discovery_url", "").strip()
+    errors = {}
+    if action == "switch":
+        auth = carry_over(auth, request.form.get("auth.authenticator_class", ""))
+        typed = {}
+    elif action == "discover":
+        try:
+            auth.update(fetch_discovery(discovery_url))
+        except Invalid as exc:
+            errors["discovery_url"] = str(exc)
+    draft = config_service.save_draft(g.user, institution, auth, environment, typed)
+    new_secrets = config_service.draft_secrets(draft)
+    if action != "preview" or errors:
+        return _config_form(institution, draft.auth, draft.environment, new_secrets, errors,
+                            422 if errors else 200, discovery_url)
+    try:
+        diffs = config_service.preview(g.user, institution, draft.auth, draft.environment, new_secrets)
+    except FieldErrors as exc:
+        return _config_form(institution, draft.auth, draft.environment, new_secrets, exc.errors, 422,
+                            discovery_url)
+    return render_template("institutions/preview.html", institution=institution, diffs=diffs)
+
+
+@bp.post("/institutions/<slug>/config/apply")
+def apply_config(slug):
+    institution = scope.get_institution(g.user, slug)
+    draft = config_service.draft_of(g.user, institution)
+    if draft is None:
+        flash("Nothing to apply: the draft was applied or discarded already.")
+        return redirect(url_for("institutions.detail", slug=slug))
+    try:
+        ops = config_service.apply_config(g.user, institution, draft.auth, draft.environment,
+                                          config_service.draft_secrets(draft))
+    except FieldErrors as exc:
+        return _config_form(institution, draft.auth, draft.environment, config_service.draft_secrets(draft),
+                            exc.errors, 422)
+    flash(f"Applied. Reconfiguring {len(ops)} hub{'s' if len(ops) != 1 else ''}.")
+    return redirect(url_for("institutions.detail", slug=slug))
+
+
+@bp.route("/institutions/<slug>/policy", methods=["GET", "POST"])
+def policy(slug):
+    institution = scope.get_institution(g.user, slug)
+    values, errors, status = config_service.policy_of(institution), {}, 200
+    if request.method == "POST":
+        if not g.user.is_operator:
+            raise Forbidden("only operators set policy")
+        values = {k: request.form.get(k, "") for k in DEFAULT_POLICY}
+        values["gpus_allowed"] = request.form.get("gpus_allowed", "off")
+        try:
+            config_service.set_policy(g.user, institution, values)
+        except FieldErrors as exc:
+            errors, status = {k.removeprefix("policy."): v for k, v in exc.errors.items()}, 422
+        else:
+            flash("Policy saved.")
+            return redirect(url_for("institutions.detail", slug=slug))
+    return render_template("institutions/policy.html", institution=institution, values=values, errors=errors,
+                           format_list=lambda v: "\n".join(v) if isinstance(v, list) else v), status

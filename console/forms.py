@@ -1,0 +1,71 @@
+"""Turn the institution config form's flat fields into the nested dicts the services take."""
+from __future__ import annotations
+
+from typing import Any
+
+from tenants.auth import KINDS, SECRET_FIELDS
+from tenants.environment import PROFILE_FIELDS
+from werkzeug.datastructures import MultiDict
+
+
+def parse_idps(text: str) -> dict[str, dict[str, Any]] | str:
+    """CILogon IdPs typed one per line as 'entity id | username claim | domain domain ...'.
+
+    Returns the mapping, or the raw text when a line is malformed (the schema then reports it).
+    """
+    idps: dict[str, dict[str, Any]] = {}
+    for line in (text or "").splitlines():
+        if not line.strip():
+            continue
+        parts = [p.strip() for p in line.split("|")]
+        if len(parts) > 3 or not parts[0]:
+            return text
+        idps[parts[0]] = {"username_claim": parts[1] if len(parts) > 1 and parts[1] else "email",
+                          "allowed_domains": parts[2].split() if len(parts) > 2 else []}
+    return idps
+
+
+def format_idps(idps: Any) -> str:
+    if isinstance(idps, str):
+        return idps
+    return "\n".join(f"{entity} | {idp.get('username_claim', 'email')} | {' '.join(idp.get('allowed_domains', []))}"
+                     for entity, idp in (idps or {}).items())
+
+
+def parse_config_form(form: MultiDict) -> tuple[dict, dict, dict[str, str]]:
+    """(auth, environment, typed secrets) from the posted form; values stay as typed for the schema to check."""
+    auth: dict[str, Any] = {}
+    environment: dict[str, Any] = {}
+    profiles: dict[int, dict[str, Any]] = {}
+    for key, value in form.items():
+        section, _, name = key.partition(".")
+        if section == "auth" and name:
+            auth[name] = value
+        elif section == "environment" and name.startswith("profiles."):
+            _, index, field = name.split(".", 2)
+            if index.isdigit() and (field in PROFILE_FIELDS or field == "remove"):
+                profiles.setdefault(int(index), {})[field] = value
+        elif section == "environment" and name:
+            environment[name] = value
+    kind = KINDS.get(auth.get("authenticator_class"))
+    if kind:
+        for field in kind.fields:
+            if field.kind == "bool":
+                auth.setdefault(field.name, "off")  # an unticked box is not sent at all
+            elif field.kind == "idps":
+                auth[field.name] = parse_idps(auth.get(field.name, ""))
+    environment["profiles"] = [
+        {k: v for k, v in profile.items() if k != "remove"} for _, profile in sorted(profiles.items())
+        if not profile.get("remove") and any(str(profile.get(k, "")).strip() for k in PROFILE_FIELDS
+                                             if k != "default")]
+    secrets = {k: auth.pop(k) for k in list(auth) if k in SECRET_FIELDS}
+    return auth, environment, secrets
+
+
+def carry_over(auth: dict[str, Any], new_class: str) -> dict[str, Any]:
+    """When the admin switches authenticator, keep the fields the new one also has (allowed users, admins...)."""
+    kind = KINDS.get(new_class)
+    if kind is None:
+        return {"authenticator_class": new_class}
+    return {"authenticator_class": new_class,
+            **{k: v for k, v in auth.items() if kind.field(k) is not None and k not in SECRET_FIELDS}}
