@@ -37,6 +37,8 @@ SERVICE_NAME = "hubfleet"
 # What the console may do with its token: read-only probing.
 SERVICE_SCOPES = ["read:hub", "list:users", "read:users", "read:servers", "read:metrics"]
 PROBE_TIMEOUT = 2.0
+# Setting names whose values are secrets: never copied out of the hub's directory.
+SECRET_KEYS = frozenset({"client_secret", "user_password", "api_token", "admin_password"})
 PORTS_PER_HUB = 3  # public proxy port, proxy API port, hub's internal port
 
 # JupyterHub processes this process started, by hub directory.  Kept so they are reaped when they exit (no zombies)
@@ -295,7 +297,8 @@ class LocalBackend:
     def status(self, state: dict) -> HubStatus:
         hub_dir = self._dir_of(state)
         if hub_dir is None or self._main_process(hub_dir, state.get("pid")) is None:
-            return HubStatus(running=False, ready=False, url=state.get("url"), message="JupyterHub is not running")
+            return HubStatus(running=False, ready=False, url=state.get("url"),
+                             message="JupyterHub is not running" + self._log_tail(hub_dir))
         url = state["url"]
         try:
             health = httpx.get(url + "hub/health", timeout=PROBE_TIMEOUT)
@@ -311,6 +314,35 @@ class LocalBackend:
                              headers={**headers, "Accept": "application/jupyterhub-pagination+json"})
             users = page.json()["_pagination"]["total"]
         return HubStatus(running=True, ready=True, url=url, version=version, users=users)
+
+    def _log_tail(self, hub_dir: Path | None, lines: int = 6) -> str:
+        """The end of the hub's log, with every secret of its settings blanked out (it goes into operation logs)."""
+        try:
+            tail = (hub_dir / "hub.log").read_text(errors="replace").splitlines()[-lines:]
+        except (OSError, TypeError):
+            return ""
+        for secret in self._secrets(hub_dir):
+            tail = [line.replace(secret, "********") for line in tail]
+        return "; last lines of its log:\n" + "\n".join(tail) if tail else ""
+
+    @staticmethod
+    def _secrets(hub_dir: Path) -> set[str]:
+        found: set[str] = set()
+
+        def walk(node):
+            if isinstance(node, dict):
+                for key, value in node.items():
+                    if key in SECRET_KEYS and isinstance(value, str) and value:
+                        found.add(value)
+                    else:
+                        walk(value)
+            elif isinstance(node, list):
+                for item in node:
+                    walk(item)
+
+        with contextlib.suppress(OSError, ValueError):
+            walk(json.loads((hub_dir / "settings.json").read_text()))
+        return found
 
     def api_url(self, state: dict) -> str | None:
         return state["url"] + "hub/api/" if state.get("url") else None

@@ -131,6 +131,9 @@ NOBODY = ("With allow_all off and no allowed users, groups or organizations, nob
           "Turn on allow_all or list who may log in.")
 
 
+GROUPS_NEED_SYNC = "Allowed or admin groups need group sync: turn on 'Sync groups into JupyterHub'."
+
+
 def validate_auth(data: dict[str, Any], stored_secrets: dict[str, str] | None = None
                   ) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
     """Check an auth config; returns (clean config without secrets, secrets, errors by field).
@@ -165,6 +168,10 @@ def validate_auth(data: dict[str, Any], stored_secrets: dict[str, str] | None = 
             errors[field.name] = str(exc)
     if not errors and not clean.get("allow_all") and not _admits_someone(kind, clean):
         errors["allow_all"] = NOBODY
+    if kind.field("manage_groups") and (clean.get("allowed_groups") or clean.get("admin_groups")) \
+            and not clean.get("manage_groups"):
+        # OAuthenticator 17 refuses to start otherwise; say so here instead of as a crashed hub.
+        errors["manage_groups"] = GROUPS_NEED_SYNC
     if errors:
         return {}, {}, errors
     return clean, secrets, {}

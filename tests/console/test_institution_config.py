@@ -17,7 +17,7 @@ from tests.tenants.strategies import auth_configs, environments
 SECRET = "s3cr3t-marker-7f1c9a"
 OIDC = {"authenticator_class": "generic-oauth", "client_id": "hub-client", "client_secret": SECRET,
         "authorize_url": "https://idp.north.edu/auth", "token_url": "https://idp.north.edu/token",
-        "userdata_url": "https://idp.north.edu/me", "allowed_groups": ["students"]}
+        "userdata_url": "https://idp.north.edu/me", "allowed_groups": ["students"], "manage_groups": True}
 ENV = {"image": "quay.io/jupyter/scipy-notebook:2025-01-06", "cpu_limit": 2, "mem_limit": "4G"}
 
 
@@ -138,7 +138,7 @@ def test_config_form_preview_then_apply(client, north, login, run_worker):
     assert switched.status_code == 200 and 'name="auth.token_url"' in switched.get_data(as_text=True)
     form = {"csrf_token": token, "action": "preview", **{f"auth.{k}": v for k, v in OIDC.items()
                                                          if k != "allowed_groups"},
-            "auth.allowed_groups": "students\nstaff", "environment.image": ENV["image"],
+            "auth.allowed_groups": "students\nstaff", "auth.manage_groups": "on", "environment.image": ENV["image"],
             "environment.cpu_limit": "9"}
     refused = client.post("/institutions/north/config", data=form)
     text = refused.get_data(as_text=True)

@@ -1,7 +1,7 @@
 """tenants/ validation: field-level errors that name the rule, and nothing admitted by accident."""
 import pytest
 
-from tenants.auth import KINDS, NOBODY, validate_auth
+from tenants.auth import GROUPS_NEED_SYNC, KINDS, NOBODY, validate_auth
 from tenants.environment import validate_environment
 from tenants.layering import RELEASE_DEFAULTS, deep_merge, layered
 from tenants.policy import DEFAULT_POLICY, validate_policy
@@ -25,11 +25,17 @@ def test_a_config_that_admits_nobody_is_refused_with_the_reason(auth):
     assert errors == {"allow_all": NOBODY} and clean == {} and secrets == {}
 
 
-@pytest.mark.parametrize("extra", [{"allow_all": True}, {"allowed_users": "ada\nbob"}, {"allowed_groups": ["staff"]}])
+@pytest.mark.parametrize("extra", [{"allow_all": True}, {"allowed_users": "ada\nbob"},
+                                   {"allowed_groups": ["staff"], "manage_groups": "on"}])
 def test_any_allow_rule_admits(extra):
     clean, secrets, errors = validate_auth({**OIDC, **extra})
     assert errors == {} and secrets == {"client_secret": "a-long-secret"}
     assert "client_secret" not in clean and clean["username_claim"] == "preferred_username"
+
+
+def test_group_rules_need_group_sync():
+    _, _, errors = validate_auth({**OIDC, "allowed_groups": ["staff"]})
+    assert errors == {"manage_groups": GROUPS_NEED_SYNC}
 
 
 def test_github_organizations_and_cilogon_domains_are_allow_rules():
