@@ -165,6 +165,9 @@ class LocalBackend:
             settings.setdefault(section, {}).update(values)
 
         hub = settings.setdefault("JupyterHub", {})
+        for service in hub.get("services", []):
+            if service.get("command"):  # a managed service (e.g. the idle culler) is one of the hub's processes
+                service["environment"] = {**service.get("environment", {}), MARKER: str(hub_dir)}
         put("JupyterHub",
             ip=self.ip, port=ports["public"], hub_ip="127.0.0.1", hub_port=ports["hub"],
             db_url=f"sqlite:///{hub_dir / 'jupyterhub.sqlite'}",

@@ -67,6 +67,8 @@ def test_create_through_api_serves_health_then_delete_leaves_nothing(client, loc
     hub_dir = Path(state["dir"])
     processes = list(LocalBackend.iter_processes(hub_dir))
     assert {p.name() for p in processes} >= {"node"} and len(main_processes(hub_dir)) == 1
+    # the idle culler of the release defaults runs as a managed service, marked as one of the hub's processes
+    assert any("jupyterhub_idle_culler" in " ".join(p.cmdline()) for p in processes)
     ports = list(state["ports"].values())
     assert any(port_open(p) for p in ports)
 
