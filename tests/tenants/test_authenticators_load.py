@@ -1,0 +1,48 @@
+"""Property: every auth config the validator accepts is taken by the real authenticator class it names.
+
+The rendered traitlets sections are loaded into the installed JupyterHub/OAuthenticator/LTI classes, so their own
+validators (OAuthenticator 17's group rules, CILogon's allowed_idps shape) run on what we would deploy.
+"""
+import importlib
+from importlib.metadata import entry_points
+
+from hypothesis import given, settings
+from traitlets.config import Config
+
+from tenants.auth import KINDS, validate_auth
+from tenants.layering import layered
+from tenants.render import render_local
+from tests.tenants.strategies import auth_configs
+
+ENTRY_POINTS = {e.name: e for e in entry_points(group="jupyterhub.authenticators")}
+
+
+def authenticator_class(name: str):
+    if name in ENTRY_POINTS:
+        return ENTRY_POINTS[name].load()
+    module, _, cls = name.rpartition(".")
+    return getattr(importlib.import_module(module), cls)
+
+
+def test_every_kind_names_an_installed_class_and_its_section():
+    for kind in KINDS.values():
+        cls = authenticator_class(kind.authenticator_class)
+        assert cls.__name__ == kind.config_class
+        unknown = [f.name for f in kind.fields if f.name != "idps" and f.name not in cls.class_traits()]
+        assert unknown == [], f"{kind.name}: {unknown}"
+
+
+@settings(max_examples=200, deadline=None)
+@given(auth=auth_configs())
+def test_accepted_configs_load_in_their_authenticator(auth):
+    clean, secrets, errors = validate_auth(auth)
+    if errors:
+        return
+    sections = render_local(layered(None, None, {"auth": clean, "environment": {}}, None), secrets)
+    cls = authenticator_class(sections["JupyterHub"]["authenticator_class"])
+    instance = cls(config=Config(sections))
+    section = sections[cls.__name__]
+    for key, value in section.items():
+        loaded = getattr(instance, key)
+        assert (set(loaded) if isinstance(loaded, (set, frozenset)) else loaded) == \
+            (set(value) if isinstance(loaded, (set, frozenset)) else value), key
