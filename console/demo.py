@@ -4,9 +4,10 @@ from __future__ import annotations
 import secrets
 
 from console.extensions import db
-from console.models import OPERATOR, Hub, Institution, User
+from console.models import OPERATOR, Cluster, Hub, Institution, User
+from console.services import clusters as cluster_service
 from console.services import hubs as hub_service
-from console.services.institutions import create_institution, ensure_local_cluster
+from console.services.institutions import create_institution
 from console.services.users import create_user, set_password
 
 OPERATOR_EMAIL = "operator@demo.hubfleet"
@@ -29,14 +30,15 @@ def _account(email: str, role: str, institution: str | None) -> tuple[str, str]:
 
 
 def seed(app) -> list[tuple[str, str, str]]:
-    """Create (or keep) the demo's cluster, institutions, hubs and accounts; returns [(who, email, password)].
+    """Create (or keep) the demo's cluster (through Terraform), institutions, hubs and accounts.
+
+    Returns [(who, email, password)].
 
     Safe to run again: existing rows are kept, passwords are renewed and printed.
     """
-    cluster = ensure_local_cluster("local", app.config["DATA_DIR"], app.config["LOCAL_PORT_RANGE"],
-                                   app.config["LOCAL_HUB_IP"])
     accounts = [("operator", *_account(OPERATOR_EMAIL, OPERATOR, None))]
     operator = db.session.execute(db.select(User).filter_by(email=OPERATOR_EMAIL)).unique().scalar_one()
+    cluster = provision_local_cluster(app, operator)
     for slug, name, hub_slug, admin_email in INSTITUTIONS:
         if not db.session.execute(db.select(Institution.id).filter_by(slug=slug)).first():
             create_institution(operator, slug, name)
@@ -45,6 +47,35 @@ def seed(app) -> list[tuple[str, str, str]]:
         if not live:
             hub_service.create_hub(operator, hub_slug, slug, cluster.name)
     return accounts
+
+
+def provision_local_cluster(app, operator: User) -> Cluster:
+    """The demo's cluster, provisioned the way an operator would: Terraform plan, approval, apply.
+
+    The operations run right here through a worker pass, so the hubs that follow have a ready cluster.
+    """
+    from console.worker import Worker
+
+    cluster = db.session.execute(db.select(Cluster).filter_by(name="local")).scalar_one_or_none()
+    if cluster is not None and cluster.state == "ready":
+        return cluster
+    if cluster is None:
+        first, last = app.config["LOCAL_PORT_RANGE"]
+        cluster = cluster_service.provision(operator, "local", {"name": "local", "port_first": first,
+                                                                "port_last": last}).cluster
+    worker = Worker(app, owner="demo-setup")
+    while worker.run_once():
+        pass
+    db.session.refresh(cluster)
+    if cluster.state == "planned":
+        cluster_service.approve(operator, cluster)
+        while worker.run_once():
+            pass
+        db.session.refresh(cluster)
+    if cluster.state != "ready":
+        raise RuntimeError(f"the demo cluster could not be provisioned (it is {cluster.state}); "
+                           f"see its operations with `hubfleet serve`")
+    return cluster
 
 
 def banner(host: str, port: int, accounts) -> str:

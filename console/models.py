@@ -59,6 +59,14 @@ class Cluster(db.Model):
     settings: Mapped[dict] = mapped_column(JSON, default=dict)
     state: Mapped[str] = mapped_column(String(20), default="ready")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Provisioning: the provider (infra.providers), its Terraform variables, credentials (Fernet token of
+    # {ENV_VAR: value}), the plan awaiting approval, non-sensitive outputs, and a kubeconfig (Fernet token).
+    provider: Mapped[str | None] = mapped_column(String(20))
+    variables: Mapped[dict] = mapped_column(JSON, default=dict)
+    credentials: Mapped[str] = mapped_column(Text, default="")
+    plan: Mapped[dict | None] = mapped_column(JSON)
+    outputs: Mapped[dict] = mapped_column(JSON, default=dict)
+    kubeconfig: Mapped[str] = mapped_column(Text, default="")
 
 
 class Hub(db.Model):
@@ -96,7 +104,9 @@ class Hub(db.Model):
 class Operation(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     kind: Mapped[str] = mapped_column(String(30))  # create | restart | delete | reconcile
-    hub_id: Mapped[int] = mapped_column(ForeignKey("hub.id"), index=True)
+    # An operation acts on a hub or on a cluster.
+    hub_id: Mapped[int | None] = mapped_column(ForeignKey("hub.id"), index=True)
+    cluster_id: Mapped[int | None] = mapped_column(ForeignKey("cluster.id"), index=True)
     actor: Mapped[str] = mapped_column(String(254))
     state: Mapped[str] = mapped_column(String(20), default=QUEUED, index=True)
     attempts: Mapped[int] = mapped_column(default=0)
@@ -107,13 +117,18 @@ class Operation(db.Model):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
-    hub: Mapped[Hub] = relationship(lazy="joined", innerjoin=True)
+    hub: Mapped[Hub | None] = relationship(lazy="joined")
+    cluster: Mapped[Cluster | None] = relationship(lazy="joined")
     lines: Mapped[list[OperationLog]] = relationship(order_by="OperationLog.id", cascade="all, delete-orphan",
                                                      lazy="select")
 
     @property
     def terminal(self) -> bool:
         return self.state in OPERATION_TERMINAL
+
+    @property
+    def target(self) -> str:
+        return self.hub.slug if self.hub else self.cluster.name
 
 
 class OperationLog(db.Model):

@@ -13,6 +13,16 @@ BADGES: dict[str, dict[str, tuple[str, str]]] = {
         DOWN: ("Down", "red"),
         UNKNOWN: ("Unknown", "grey"),
     },
+    "cluster": {
+        "planning": ("Planning", "blue"),
+        "planned": ("Awaiting approval", "amber"),
+        "applying": ("Applying", "blue"),
+        "ready": ("Ready", "green"),
+        "registered": ("Registered", "green"),
+        "failed": ("Failed", "red"),
+        "destroying": ("Destroying", "blue"),
+        "destroyed": ("Destroyed", "grey"),
+    },
     "operation": {
         QUEUED: ("Queued", "grey"),
         RUNNING: ("Running", "blue"),

@@ -15,9 +15,11 @@ import uuid
 
 from clusters import lifecycle
 from clusters.base import BackendError
+from infra.runner import TerraformError, WorkspaceBusy
 
 from console.extensions import db
 from console.models import Hub, Operation, utcnow
+from console.services import clusters as cluster_service
 from console.services import config as config_service
 from console.services import hubs as hub_service
 from console.services import operations
@@ -89,11 +91,12 @@ class Worker:
             log(f"giving up after {op.attempts - 1} attempts whose workers stopped mid-way")
             self._fail(op, "too many attempts")
             return
-        log(f"{op.kind} of hub {op.hub.slug} started by {self.owner} (attempt {op.attempts})")
+        log(f"{op.kind} of {'hub' if op.hub else 'cluster'} {op.target} started by {self.owner} "
+            f"(attempt {op.attempts})")
         heartbeat.start()
         try:
             HANDLERS[op.kind](self, op, log)
-        except (BackendError, OperationFailed) as exc:
+        except (BackendError, OperationFailed, TerraformError, WorkspaceBusy) as exc:
             log(f"failed: {exc}")
             self._fail(op, str(exc))
         except LeaseLost:
@@ -109,15 +112,58 @@ class Worker:
             operations.finish(op, succeeded=True)
         finally:
             heartbeat.stop()
-        logger.info("operation %s (%s of %s) %s", op.id, op.kind, op.hub.slug, op.state)
+        logger.info("operation %s (%s of %s) %s", op.id, op.kind, op.target, op.state)
 
     def _fail(self, op: Operation, error: str) -> None:
-        hub = op.hub
-        try:
-            hub_service.transition(hub, "fail")
-        except lifecycle.InvalidTransition:
-            pass  # a hub already deleted stays deleted; the operation still records the failure
+        if op.cluster is not None:
+            op.cluster.state = "failed"
+        else:
+            try:
+                hub_service.transition(op.hub, "fail")
+            except lifecycle.InvalidTransition:
+                pass  # a hub already deleted stays deleted; the operation still records the failure
         operations.finish(op, succeeded=False, error=error)
+
+    # -- clusters (Terraform) -------------------------------------------------------------------------------------
+
+    def cluster_plan(self, op: Operation, log) -> None:
+        cluster = op.cluster
+        cluster.state = "planning"
+        db.session.commit()
+        summary = cluster_service.runner_for(cluster).plan(cluster.variables, log)
+        cluster.plan = {"summary": summary.as_dict(), "planned_at": utcnow().isoformat(timespec="seconds"),
+                        "operation": op.id}
+        cluster.state = "planned"
+        db.session.commit()
+
+    def cluster_apply(self, op: Operation, log) -> None:
+        cluster = op.cluster
+        runner = cluster_service.runner_for(cluster)
+        if op.attempts > 1:
+            # The worker died mid-apply: the plan may be half applied. Release the workspace and ask for review.
+            with runner.lock(log):
+                runner.discard_plan()
+            cluster.plan = None
+            raise OperationFailed("the worker stopped during apply; the workspace was unlocked. "
+                                  "Review a new plan before applying again.")
+        cluster.state = "applying"
+        db.session.commit()
+        outputs = runner.apply(log)
+        cluster_service.record_outputs(cluster, outputs)
+        cluster.plan = None
+        cluster.state = "ready"
+        db.session.commit()
+        log(f"cluster {cluster.name} is ready")
+
+    def cluster_destroy(self, op: Operation, log) -> None:
+        cluster = op.cluster
+        cluster.state = "destroying"
+        db.session.commit()
+        cluster_service.runner_for(cluster).destroy(cluster.variables, log)
+        cluster.state = "destroyed"
+        cluster.outputs = {}
+        cluster.kubeconfig = ""
+        db.session.commit()
 
     # -- handlers -------------------------------------------------------------------------------------------------
 
@@ -206,6 +252,9 @@ HANDLERS = {
     "restart": lambda worker, op, log: worker.ensure_running(op, log, restart=True),
     "reconfigure": lambda worker, op, log: worker.ensure_running(op, log, event="reconfigure"),
     "delete": Worker.ensure_deleted,
+    "cluster-plan": Worker.cluster_plan,
+    "cluster-apply": Worker.cluster_apply,
+    "cluster-destroy": Worker.cluster_destroy,
 }
 
 

@@ -7,12 +7,12 @@ from sqlalchemy import and_, exists, or_, update
 from sqlalchemy.orm import aliased
 
 from console.extensions import db
-from console.models import FAILED, QUEUED, RUNNING, SUCCEEDED, Hub, Operation, OperationLog, utcnow
+from console.models import FAILED, QUEUED, RUNNING, SUCCEEDED, Cluster, Hub, Operation, OperationLog, utcnow
 
 
-def enqueue(hub: Hub, kind: str, actor: str) -> Operation:
-    """Add a queued operation for ``hub`` to the session; the caller commits."""
-    op = Operation(hub=hub, kind=kind, actor=actor, state=QUEUED)
+def enqueue(hub: Hub | None, kind: str, actor: str, cluster: Cluster | None = None) -> Operation:
+    """Add a queued operation for ``hub`` (or ``cluster``) to the session; the caller commits."""
+    op = Operation(hub=hub, cluster=cluster, kind=kind, actor=actor, state=QUEUED)
     db.session.add(op)
     return op
 
@@ -26,14 +26,15 @@ def unfinished(hub_id: int) -> Operation | None:
 def claim_next(owner: str, lease_seconds: float) -> Operation | None:
     """Claim the oldest runnable operation: queued, or running under an expired lease (its worker died).
 
-    Operations of one hub run one at a time, in the order they were queued.  On PostgreSQL the row is locked with
+    Operations of one hub (or one cluster) run one at a time, in the order they were queued.  On PostgreSQL the row is locked with
     SKIP LOCKED so several workers never claim the same one; SQLite runs one worker.  Commits; returns the claimed
     operation or None.
     """
     now = utcnow()
     earlier = aliased(Operation)
-    blocked = exists().where(and_(earlier.hub_id == Operation.hub_id, earlier.id < Operation.id,
-                                  earlier.state.in_((QUEUED, RUNNING))))
+    same_target = or_(and_(Operation.hub_id.is_not(None), earlier.hub_id == Operation.hub_id),
+                      and_(Operation.cluster_id.is_not(None), earlier.cluster_id == Operation.cluster_id))
+    blocked = exists().where(and_(same_target, earlier.id < Operation.id, earlier.state.in_((QUEUED, RUNNING))))
     query = (db.select(Operation)
              .where(or_(Operation.state == QUEUED,
                         and_(Operation.state == RUNNING, Operation.lease_expires < now)))

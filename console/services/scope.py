@@ -28,15 +28,14 @@ def institutions(user: User) -> Select:
 
 
 def clusters(user: User) -> Select:
-    """Clusters are the operator's; an institution admin sees those their hubs run on."""
-    if user.is_operator:
-        return db.select(Cluster)
-    return db.select(Cluster).where(Cluster.id.in_(
-        db.select(Hub.cluster_id).where(Hub.institution_id == user.institution_id)))
+    """Clusters are the operators' alone."""
+    query = db.select(Cluster).where(Cluster.state != "destroyed")
+    return query if user.is_operator else query.where(db.false())
 
 
 def operations(user: User) -> Select:
-    return _limit(db.select(Operation).join(Operation.hub), user, Hub.institution_id)
+    """Hub operations of what the user may see; cluster operations for operators only."""
+    return _limit(db.select(Operation).outerjoin(Operation.hub), user, Hub.institution_id)
 
 
 def _one(query: Select, what: str):
@@ -52,6 +51,10 @@ def get_hub(user: User, slug: str) -> Hub:
 
 def get_operation(user: User, operation_id: int) -> Operation:
     return _one(operations(user).where(Operation.id == operation_id), "operation")
+
+
+def get_cluster(user: User, name: str) -> Cluster:
+    return _one(clusters(user).where(Cluster.name == name), "cluster")
 
 
 def get_institution(user: User, slug: str) -> Institution:

@@ -5,8 +5,9 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from console.extensions import db
-from console.models import Institution
+from console.models import Cluster, Institution
 from console.security import require_operator
+from console.services import clusters as cluster_service
 from console.services import config as config_service
 from console.services import scope
 from console.services import hubs as hub_service
@@ -41,7 +42,8 @@ class AcceptedSchema(Schema):
 class OperationSchema(Schema):
     id = fields.Integer()
     kind = fields.String()
-    hub = fields.String(attribute="hub.slug")
+    hub = fields.String(attribute="hub.slug", allow_none=True)
+    cluster = fields.String(attribute="cluster.name", allow_none=True)
     actor = fields.String()
     state = fields.String(validate=validate.OneOf(("queued", "running", "succeeded", "failed")))
     error = fields.String()
@@ -188,3 +190,87 @@ class HubRendered(MethodView):
         """The hub's configuration as its backend gets it, for z2jh or the local backend, secrets masked."""
         hub = scope.get_hub(g.user, slug)
         return {"hub": hub.slug, "target": query["target"], "config": config_service.render(hub, query["target"])}
+
+
+class ClusterSchema(Schema):
+    name = fields.String()
+    provider = fields.String(allow_none=True)
+    backend = fields.String()
+    state = fields.String()
+    variables = fields.Dict()
+    outputs = fields.Dict(metadata={"description": "non-sensitive Terraform outputs"})
+    plan = fields.Dict(allow_none=True, metadata={"description": "the plan awaiting approval"})
+    created_at = fields.DateTime()
+
+
+class ClusterCreateSchema(Schema):
+    provider = fields.String(required=True, metadata={"description": "local, gke, eks or aks"})
+    variables = fields.Dict(required=True, metadata={"description": "the wizard's fields"})
+    credentials = fields.Dict(load_default=dict, metadata={"description": "write-only"})
+
+
+class ClusterRegisterSchema(Schema):
+    name = fields.String(required=True)
+    kubeconfig = fields.String(required=True, metadata={"description": "write-only; stored encrypted"})
+
+
+class ConfirmSchema(Schema):
+    confirm = fields.String(required=True, metadata={"description": "the cluster's name"})
+
+
+@blp.route("/clusters")
+class Clusters(MethodView):
+    @blp.response(200, ClusterSchema(many=True))
+    def get(self):
+        """Clusters (operators)."""
+        require_operator(g.user)
+        return db.session.execute(scope.clusters(g.user).order_by(Cluster.name)).scalars().all()
+
+    @blp.arguments(ClusterCreateSchema)
+    @blp.response(202, AcceptedSchema)
+    def post(self, data):
+        """Start provisioning: records the cluster and queues its plan (nothing is created before approval)."""
+        require_operator(g.user)
+        op = cluster_service.provision(g.user, data["provider"], data["variables"], data["credentials"])
+        return {"operation": op.id}
+
+
+@blp.route("/clusters/register")
+class ClusterRegister(MethodView):
+    @blp.arguments(ClusterRegisterSchema)
+    @blp.response(201, ClusterSchema)
+    def post(self, data):
+        """Register an existing Kubernetes cluster by its kubeconfig."""
+        require_operator(g.user)
+        return cluster_service.register_kubernetes(g.user, data["name"], data["kubeconfig"])
+
+
+@blp.route("/clusters/<name>")
+class ClusterItem(MethodView):
+    @blp.response(200, ClusterSchema)
+    def get(self, name):
+        """One cluster."""
+        return scope.get_cluster(g.user, name)
+
+    @blp.arguments(ConfirmSchema, location="query")
+    @blp.response(202, AcceptedSchema)
+    def delete(self, query, name):
+        """Destroy a cluster (refused while hubs run on it); ?confirm=NAME."""
+        op = cluster_service.destroy(g.user, scope.get_cluster(g.user, name), query["confirm"])
+        return {"operation": op.id if op else None}
+
+
+@blp.route("/clusters/<name>/plan")
+class ClusterPlan(MethodView):
+    @blp.response(200, ClusterSchema)
+    def get(self, name):
+        """The cluster with its plan awaiting approval (``plan.summary``: add, change, destroy addresses)."""
+        return scope.get_cluster(g.user, name)
+
+
+@blp.route("/clusters/<name>/apply")
+class ClusterApply(MethodView):
+    @blp.response(202, AcceptedSchema)
+    def post(self, name):
+        """Approve the reviewed plan: queues its apply."""
+        return {"operation": cluster_service.approve(g.user, scope.get_cluster(g.user, name)).id}

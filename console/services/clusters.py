@@ -1,0 +1,181 @@
+"""Clusters: provisioned with Terraform through the wizard, plan review and approval, or registered by kubeconfig."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from flask import current_app
+from infra import providers
+from infra.runner import TerraformRunner
+from werkzeug.exceptions import Conflict, Forbidden
+
+from console.crypto import decrypt_json, encrypt_json
+from console.extensions import db
+from console.models import Cluster, Hub, Operation, User
+from console.services import FieldErrors, audit, operations
+
+MAX_KUBECONFIG = 256 * 1024
+
+
+def _require_operator(user: User) -> None:
+    if not user.is_operator:
+        raise Forbidden("only operators manage clusters")
+
+
+def runner_for(cluster: Cluster) -> TerraformRunner:
+    """The Terraform workspace of a cluster, with its credentials (decrypted only here, only for Terraform)."""
+    return TerraformRunner(Path(current_app.config["DATA_DIR"]) / "terraform", cluster.name,
+                           providers.PROVIDERS[cluster.provider].module,
+                           backend=current_app.config.get("TERRAFORM_BACKEND"),
+                           env=decrypt_json(cluster.credentials))
+
+
+def _defaults(provider: str, name: str, raw: dict[str, Any]) -> dict[str, Any]:
+    raw = dict(raw)
+    if provider == "local" and not str(raw.get("data_dir") or "").strip() and name:
+        raw["data_dir"] = str(Path(current_app.config["DATA_DIR"]) / "clusters" / name)
+    return raw
+
+
+def provision(user: User, provider: str | None, raw: dict[str, Any], credentials: dict[str, str] | None = None
+              ) -> Operation:
+    """Record a new cluster and queue its plan; nothing is created before an operator approves the plan.
+
+    Raises FieldErrors (nothing written) for bad input.  Commits.
+    """
+    _require_operator(user)
+    name = str(raw.get("name") or "").strip()
+    values, env, errors = providers.validate(provider or "", _defaults(provider or "", name, raw), credentials)
+    if not errors and db.session.execute(db.select(Cluster.id).filter_by(name=values["name"])).first():
+        errors["name"] = f"A cluster named {values['name']!r} already exists."
+    if errors:
+        raise FieldErrors(errors)
+    cluster = Cluster(name=values["name"], provider=provider, backend="local" if provider == "local" else "kubernetes",
+                      state="planning", variables=values, credentials=encrypt_json(env), settings={})
+    db.session.add(cluster)
+    op = operations.enqueue(None, "cluster-plan", user.email, cluster=cluster)
+    audit(user.email, "cluster.create", values["name"], provider=provider,
+          variables=values, credentials=sorted(env))
+    db.session.commit()
+    return op
+
+
+def replan(user: User, cluster: Cluster, raw: dict[str, Any], credentials: dict[str, str] | None = None
+           ) -> Operation:
+    """Change a cluster's variables (its name stays) and queue a new plan. Blank credentials keep the stored ones."""
+    _require_operator(user)
+    if cluster.provider is None or cluster.state in ("destroying", "destroyed", "registered"):
+        raise Conflict(f"cluster {cluster.name} is {cluster.state}: it cannot be planned")
+    raw = {**_defaults(cluster.provider, cluster.name, raw), "name": cluster.name}
+    stored = decrypt_json(cluster.credentials)
+    typed = {c.name: (credentials or {}).get(c.name) or "" for c in providers.PROVIDERS[cluster.provider].credentials}
+    values, env, errors = providers.validate(cluster.provider, raw, typed, require_credentials=False)
+    if errors:
+        raise FieldErrors(errors)
+    cluster.variables = values
+    cluster.credentials = encrypt_json({**stored, **env})
+    cluster.plan = None
+    op = operations.enqueue(None, "cluster-plan", user.email, cluster=cluster)
+    audit(user.email, "cluster.replan", cluster.name, variables=values, credentials_changed=sorted(env))
+    db.session.commit()
+    return op
+
+
+def approve(user: User, cluster: Cluster) -> Operation:
+    """Queue the apply of the reviewed plan; only a cluster whose plan awaits approval can be approved."""
+    _require_operator(user)
+    if cluster.state != "planned" or not cluster.plan:
+        raise Conflict(f"cluster {cluster.name} has no plan awaiting approval (it is {cluster.state})")
+    op = operations.enqueue(None, "cluster-apply", user.email, cluster=cluster)
+    audit(user.email, "cluster.approve", cluster.name, plan=cluster.plan.get("summary"))
+    db.session.commit()
+    return op
+
+
+def live_hubs_on(cluster: Cluster) -> list[str]:
+    return list(db.session.execute(db.select(Hub.slug).where(Hub.cluster_id == cluster.id,
+                                                             Hub.state != "deleted")).scalars())
+
+
+def destroy(user: User, cluster: Cluster, confirm: str | None) -> Operation:
+    """Queue the destruction of a cluster; refused while hubs run on it. ``confirm`` must be its name."""
+    _require_operator(user)
+    if (confirm or "").strip() != cluster.name:
+        raise FieldErrors({"confirm": f"Type the cluster's name, {cluster.name}, to confirm."})
+    hubs = live_hubs_on(cluster)
+    if hubs:
+        raise FieldErrors({"confirm": f"{len(hubs)} hub(s) still run on {cluster.name} ({', '.join(hubs[:5])}). "
+                                      f"Delete them first."})
+    if cluster.provider is None or cluster.state == "registered":
+        cluster.state = "destroyed"  # registered elsewhere: forget it, there is nothing of ours to destroy
+        audit(user.email, "cluster.forget", cluster.name)
+        op = None
+    else:
+        op = operations.enqueue(None, "cluster-destroy", user.email, cluster=cluster)
+        audit(user.email, "cluster.destroy", cluster.name)
+    db.session.commit()
+    return op
+
+
+def register_kubernetes(user: User, name: str | None, kubeconfig: str | None) -> Cluster:
+    """Register an existing Kubernetes cluster from its kubeconfig (stored encrypted). Commits."""
+    _require_operator(user)
+    name = (name or "").strip()
+    errors = {}
+    if not providers.NAME_RE.match(name):
+        errors["name"] = "3 to 30 characters: lower-case letters, digits and hyphens, starting with a letter."
+    elif db.session.execute(db.select(Cluster.id).filter_by(name=name)).first():
+        errors["name"] = f"A cluster named {name!r} already exists."
+    server = None
+    if not kubeconfig or not kubeconfig.strip():
+        errors["kubeconfig"] = "Upload or paste the cluster's kubeconfig."
+    elif len(kubeconfig) > MAX_KUBECONFIG:
+        errors["kubeconfig"] = "That file is too large for a kubeconfig."
+    else:
+        try:
+            server = kubeconfig_server(kubeconfig)
+        except ValueError as exc:
+            errors["kubeconfig"] = str(exc)
+    if errors:
+        raise FieldErrors(errors)
+    cluster = Cluster(name=name, provider=None, backend="kubernetes", state="registered",
+                      settings={"server": server}, kubeconfig=encrypt_json({"kubeconfig": kubeconfig}))
+    db.session.add(cluster)
+    audit(user.email, "cluster.register", name, server=server)
+    db.session.commit()
+    return cluster
+
+
+def kubeconfig_server(text: str) -> str:
+    """The API server of the kubeconfig's current context; ValueError with a reason when it has none."""
+    try:
+        config = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise ValueError("This is not YAML.") from None
+    if not isinstance(config, dict) or config.get("kind", "Config") != "Config":
+        raise ValueError("This is not a kubeconfig (kind: Config).")
+    contexts = {c.get("name"): c.get("context", {}) for c in config.get("contexts") or [] if isinstance(c, dict)}
+    clusters = {c.get("name"): c.get("cluster", {}) for c in config.get("clusters") or [] if isinstance(c, dict)}
+    current = config.get("current-context")
+    if current not in contexts:
+        raise ValueError("The kubeconfig has no current-context among its contexts.")
+    server = clusters.get(contexts[current].get("cluster"), {}).get("server")
+    if not isinstance(server, str) or not server.startswith("https://"):
+        raise ValueError("The current context's cluster has no https:// server.")
+    return server
+
+
+# -- what the worker does -----------------------------------------------------------------------------------------
+
+def record_outputs(cluster: Cluster, outputs: dict[str, dict[str, Any]]) -> None:
+    """Keep non-sensitive outputs in the clear, the kubeconfig encrypted, and make the cluster usable by hubs."""
+    cluster.outputs = {k: v["value"] for k, v in outputs.items() if not v["sensitive"]}
+    if "kubeconfig" in outputs:
+        cluster.kubeconfig = encrypt_json({"kubeconfig": outputs["kubeconfig"]["value"]})
+    if cluster.provider == "local":
+        cluster.settings = {"root": cluster.outputs["hubs_dir"], "port_range": cluster.outputs["port_range"],
+                            "ip": current_app.config["LOCAL_HUB_IP"]}
+    else:
+        cluster.settings = {"server": cluster.outputs.get("endpoint"),
+                            "home_storage": cluster.outputs.get("home_storage")}

@@ -1,0 +1,116 @@
+from flask import Blueprint, g, redirect, render_template, request, url_for
+from infra.providers import PROVIDERS
+
+from console import htmx
+from console.extensions import db
+from console.models import Operation
+from console.security import require_operator
+from console.services import FieldErrors, scope
+from console.services import clusters as cluster_service
+
+bp = Blueprint("clusters", __name__)
+
+
+def _form_values(provider):
+    fields = [f.name for f in provider.fields] if provider else []
+    values = {k: request.form.get(k, "") for k in fields}
+    for f in provider.fields if provider else ():
+        if f.kind == "bool":
+            values[f.name] = request.form.get(f.name, "off")
+    credentials = {c.name: request.form.get(c.name, "") for c in provider.credentials} if provider else {}
+    return values, credentials
+
+
+@bp.get("/clusters")
+def index():
+    require_operator(g.user)
+    rows = db.session.execute(scope.clusters(g.user).order_by("name")).scalars().all()
+    return render_template("clusters/index.html", clusters=rows, providers=PROVIDERS)
+
+
+def _wizard(provider_name, values, errors, status=200):
+    return render_template("clusters/new.html", providers=PROVIDERS, provider=PROVIDERS.get(provider_name),
+                           provider_name=provider_name, values=values, errors=errors), status
+
+
+@bp.route("/clusters/new", methods=["GET", "POST"])
+def new():
+    require_operator(g.user)
+    provider_name = request.values.get("provider", "local")
+    provider = PROVIDERS.get(provider_name)
+    if request.method == "GET" or request.form.get("action") == "switch":
+        defaults = {f.name: f.default for f in provider.fields} if provider else {}
+        return _wizard(provider_name, {**defaults, **{k: v for k, v in request.form.items() if k in defaults}}, {})
+    values, credentials = _form_values(provider)
+    try:
+        op = cluster_service.provision(g.user, provider_name, values, credentials)
+    except FieldErrors as exc:
+        return _wizard(provider_name, values, exc.errors, 422)
+    return redirect(url_for("clusters.detail", name=op.cluster.name))
+
+
+@bp.get("/clusters/<name>")
+def detail(name):
+    cluster = scope.get_cluster(g.user, name)
+    ops = db.session.execute(db.select(Operation).where(Operation.cluster_id == cluster.id)
+                             .order_by(Operation.id.desc()).limit(10)).unique().scalars().all()
+    busy = cluster.state in ("planning", "applying", "destroying")
+    return htmx.render("clusters/detail.html", "clusters/_status.html", refresh_page=not busy, cluster=cluster,
+                       operations=ops,
+                       current=ops[0] if ops else None, provider=PROVIDERS.get(cluster.provider),
+                       hubs=cluster_service.live_hubs_on(cluster))
+
+
+@bp.post("/clusters/<name>/plan")
+def plan(name):
+    cluster = scope.get_cluster(g.user, name)
+    provider = PROVIDERS.get(cluster.provider)
+    values, credentials = _form_values(provider)
+    try:
+        cluster_service.replan(g.user, cluster, values, credentials)
+    except FieldErrors as exc:
+        return render_template("clusters/edit.html", cluster=cluster, provider=provider, values=values,
+                               errors=exc.errors), 422
+    return redirect(url_for("clusters.detail", name=name))
+
+
+@bp.get("/clusters/<name>/edit")
+def edit(name):
+    cluster = scope.get_cluster(g.user, name)
+    return render_template("clusters/edit.html", cluster=cluster, provider=PROVIDERS.get(cluster.provider),
+                           values=cluster.variables, errors={})
+
+
+@bp.post("/clusters/<name>/apply")
+def apply(name):
+    op = cluster_service.approve(g.user, scope.get_cluster(g.user, name))
+    return redirect(url_for("fleet.operation", operation_id=op.id))
+
+
+@bp.route("/clusters/<name>/destroy", methods=["GET", "POST"])
+def destroy(name):
+    cluster = scope.get_cluster(g.user, name)
+    hubs = cluster_service.live_hubs_on(cluster)
+    if request.method == "GET":
+        return render_template("clusters/destroy.html", cluster=cluster, hubs=hubs, errors={})
+    try:
+        op = cluster_service.destroy(g.user, cluster, request.form.get("confirm"))
+    except FieldErrors as exc:
+        return render_template("clusters/destroy.html", cluster=cluster, hubs=hubs, errors=exc.errors), 422
+    return redirect(url_for("fleet.operation", operation_id=op.id) if op else url_for("clusters.index"))
+
+
+@bp.route("/clusters/register", methods=["GET", "POST"])
+def register():
+    require_operator(g.user)
+    values = {"name": request.form.get("name", "")}
+    if request.method == "GET":
+        return render_template("clusters/register.html", values=values, errors={})
+    upload = request.files.get("kubeconfig_file")
+    text = upload.read().decode("utf-8", "replace") if upload and upload.filename else request.form.get(
+        "kubeconfig", "")
+    try:
+        cluster = cluster_service.register_kubernetes(g.user, values["name"], text)
+    except FieldErrors as exc:
+        return render_template("clusters/register.html", values=values, errors=exc.errors), 422
+    return redirect(url_for("clusters.detail", name=cluster.name))

@@ -1,0 +1,276 @@
+"""The one adapter over Terraform (python-terraform builds the commands; this module runs them).
+
+A workspace is a directory ``<root>/<workspace>/`` holding a copy of the module's ``.tf`` files, the variables
+(``terraform.tfvars.json``, mode 0600), the saved plan and, with the default local backend, the state.  Every run
+takes the workspace's lock; a run left behind by a killed worker is detected, its Terraform process stopped and
+the lock released, and the next run says so in its log.
+
+python-terraform 0.10.1 predates Terraform 0.15 and has defects this adapter steps around:
+
+- ``Terraform.destroy()`` always passes ``-force``, which Terraform >= 0.15 rejects: destroy is built here with
+  ``-auto-approve``.
+- ``Terraform.apply()`` without ``skip_plan=True`` passes ``-auto-approve=false`` and, given no plan file, waits for
+  an approval no one can give: apply here only ever applies a saved plan file, which needs no approval.
+- ``cmd(..., synchronous=False)`` pops ``synchronous`` only after building the command line, so ``-synchronous=false``
+  reaches Terraform; and ``cmd`` logs Terraform's stderr, which may quote variable values.  Commands are therefore
+  built with ``generate_cmd_string`` and run here, streaming output line by line, with secrets blanked.
+- a ``var=`` dict is written to a temporary var file outside the workspace; variables here live in the workspace's
+  own tfvars file instead, and never on a command line.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import psutil
+from python_terraform import IsFlagged, Terraform
+
+MODULES = Path(__file__).resolve().parent / "modules"
+PLAN_FILE = "hubfleet.tfplan"
+VARS_FILE = "terraform.tfvars.json"
+RUN_FILE = ".hubfleet-run.json"
+LOCK_FILE = ".hubfleet.lock"
+Log = Callable[[str], None]
+
+
+class TerraformError(RuntimeError):
+    """Terraform failed; the message carries its own error text (secrets blanked)."""
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another run holds the workspace."""
+
+
+@dataclass
+class PlanSummary:
+    add: list[str] = field(default_factory=list)
+    change: list[str] = field(default_factory=list)
+    destroy: list[str] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.add or self.change or self.destroy)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"add": self.add, "change": self.change, "destroy": self.destroy}
+
+
+def summarise(plan: dict[str, Any]) -> PlanSummary:
+    """Addresses to add, change and destroy from ``terraform show -json`` of a plan (a replace is both). Pure."""
+    summary = PlanSummary()
+    for change in plan.get("resource_changes", []):
+        actions = change.get("change", {}).get("actions", [])
+        address = change["address"]
+        if "create" in actions:
+            summary.add.append(address)
+        if "delete" in actions:
+            summary.destroy.append(address)
+        if actions == ["update"]:
+            summary.change.append(address)
+    return summary
+
+
+def _die_with_parent() -> None:
+    # Terraform gets SIGTERM (and stops gracefully, writing its state) if the worker that runs it dies.
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    os.setpgrp()
+
+
+class TerraformRunner:
+    """Runs one module in one workspace.
+
+    ``backend``: ``None`` for local state in the workspace, or ``{"type": "s3"|"gcs"|"azurerm", "config": {...}}``
+    (the config goes to ``init -backend-config``).  ``env``: provider credentials as environment variables; their
+    values never reach a log.
+    """
+
+    def __init__(self, root: str | Path, workspace: str, module: str, backend: dict | None = None,
+                 env: dict[str, str] | None = None, terraform_bin: str = "terraform"):
+        self.root = Path(root)
+        self.dir = self.root / workspace
+        self.module_dir = MODULES / module
+        self.backend = backend
+        self.env = dict(env or {})
+        self.tf = Terraform(working_dir=str(self.dir), terraform_bin_path=terraform_bin)
+
+    # -- secrets ------------------------------------------------------------------------------------------------
+
+    def _secret_values(self) -> list[str]:
+        values = [v for v in self.env.values() if v]
+        for config_value in ((self.backend or {}).get("config") or {}).values():
+            if isinstance(config_value, str) and len(config_value) >= 8:
+                values.append(config_value)
+        # longest first, so a secret containing another is blanked whole
+        return sorted(set(values), key=len, reverse=True)
+
+    def redact(self, text: str) -> str:
+        for value in self._secret_values():
+            text = text.replace(value, "********")
+        return text
+
+    # -- the workspace ------------------------------------------------------------------------------------------
+
+    def _environment(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBFLEET_", "TF_"))}
+        rc = self.root / "terraformrc"
+        if not rc.exists():
+            rc.write_text(f'plugin_cache_dir = "{self.root / "plugin-cache"}"\n')
+            (self.root / "plugin-cache").mkdir(exist_ok=True)
+        env.update({"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1",
+                    "TF_CLI_CONFIG_FILE": str(rc), **self.env})
+        return env
+
+    def _sync_module(self) -> None:
+        """Copy the module's .tf files into the workspace (the module may have changed since the last run)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for old in self.dir.glob("*.tf"):
+            old.unlink()
+        for source in self.module_dir.glob("*.tf"):
+            shutil.copyfile(source, self.dir / source.name)
+        if self.backend:
+            (self.dir / "backend.tf").write_text(
+                f'terraform {{\n  backend "{self.backend["type"]}" {{}}\n}}\n')
+
+    def write_variables(self, variables: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.dir / VARS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            json.dump(variables, out, indent=1, sort_keys=True)
+
+    @contextlib.contextmanager
+    def lock(self, log: Log):
+        """Hold the workspace for one run; release what a killed run left behind (reported in ``log``)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.dir / LOCK_FILE, "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WorkspaceBusy(f"another Terraform run holds workspace {self.dir.name}") from None
+            self._clear_stale_run(log)
+            try:
+                yield
+            finally:
+                (self.dir / RUN_FILE).unlink(missing_ok=True)
+
+    def _clear_stale_run(self, log: Log) -> None:
+        run_file = self.dir / RUN_FILE
+        if not run_file.exists():
+            return
+        try:
+            stale = json.loads(run_file.read_text())
+        except ValueError:
+            stale = {}
+        log(f"found a run that did not finish ({stale.get('command', '?')}, started {stale.get('started', '?')}); "
+            f"its worker stopped")
+        pid = stale.get("pid")
+        with contextlib.suppress(psutil.Error, TypeError):
+            proc = psutil.Process(pid)
+            if "terraform" in proc.name():
+                log(f"stopping its Terraform process {pid}")
+                proc.terminate()
+                try:
+                    proc.wait(60)
+                except psutil.TimeoutExpired:
+                    proc.kill()
+        info = self.dir / ".terraform.tfstate.lock.info"
+        if info.exists():
+            info.unlink()
+            log("released the state lock it left")
+        run_file.unlink()
+
+    def _run(self, log: Log, command: str, *args: str, check: bool = True, **options: Any) -> str:
+        """Run one Terraform command in the workspace, streaming its output into ``log``; returns the output."""
+        argv = self.tf.generate_cmd_string(command, *args, **options)
+        log("$ " + " ".join(argv[1:] if argv else []))
+        proc = subprocess.Popen(argv, cwd=self.dir, env=self._environment(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                                preexec_fn=_die_with_parent)
+        (self.dir / RUN_FILE).write_text(json.dumps({"pid": proc.pid, "command": command,
+                                                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+        lines = []
+        for line in proc.stdout:
+            line = self.redact(line.rstrip("\n"))
+            lines.append(line)
+            if line.strip():
+                log(line)
+        proc.wait()
+        if check and proc.returncode != 0:
+            errors = [line.strip(" │╷╵") for line in lines if "Error" in line]
+            raise TerraformError(f"terraform {command} failed (exit {proc.returncode})"
+                                 + (f": {errors[0]}" if errors else ""))
+        return "\n".join(lines)
+
+    def _capture(self, command: str, *args: str, **options: Any) -> str:
+        """Run a quiet command (show, output) and return its stdout; raises TerraformError on failure."""
+        argv = self.tf.generate_cmd_string(command, *args, **options)
+        result = subprocess.run(argv, cwd=self.dir, env=self._environment(), capture_output=True, text=True,
+                                stdin=subprocess.DEVNULL)
+        if result.returncode != 0:
+            raise TerraformError(f"terraform {command} failed: {self.redact(result.stderr.strip())[:500]}")
+        return result.stdout
+
+    # -- the verbs ------------------------------------------------------------------------------------------------
+
+    def init(self, log: Log) -> None:
+        self._sync_module()
+        backend_config = ((self.backend or {}).get("config")) or None
+        self._run(log, "init", no_color=IsFlagged, input=False, reconfigure=IsFlagged,
+                  backend_config=backend_config)
+
+    def plan(self, variables: dict[str, Any], log: Log, destroy: bool = False) -> PlanSummary:
+        """init, write the variables, ``plan -out``, then summarise ``show -json`` of the saved plan.
+
+        Raises TerraformError (with Terraform's message) or WorkspaceBusy.  Safe to call twice.
+        """
+        with self.lock(log):
+            self.init(log)
+            self.write_variables(variables)
+            self._run(log, "plan", no_color=IsFlagged, input=False, out=PLAN_FILE, var_file=VARS_FILE,
+                      destroy=IsFlagged if destroy else None)
+            summary = summarise(json.loads(self._capture("show", PLAN_FILE, json=IsFlagged, no_color=IsFlagged)))
+        log(f"plan: {len(summary.add)} to add, {len(summary.change)} to change, {len(summary.destroy)} to destroy")
+        return summary
+
+    def apply(self, log: Log) -> dict[str, dict[str, Any]]:
+        """Apply the saved plan (and only it); returns the outputs. Raises TerraformError or WorkspaceBusy."""
+        with self.lock(log):
+            if not (self.dir / PLAN_FILE).exists():
+                raise TerraformError("there is no saved plan to apply; plan again")
+            try:
+                self._run(log, "apply", PLAN_FILE, no_color=IsFlagged, input=False)
+            finally:
+                # A saved plan is applied once: after success or failure it is stale either way.
+                (self.dir / PLAN_FILE).unlink(missing_ok=True)
+            return self._outputs()
+
+    def discard_plan(self) -> None:
+        """Forget the saved plan (call under :meth:`lock`); safe to call twice."""
+        (self.dir / PLAN_FILE).unlink(missing_ok=True)
+
+    def destroy(self, variables: dict[str, Any], log: Log) -> None:
+        """Destroy everything in the workspace. Raises TerraformError or WorkspaceBusy. Safe to call twice."""
+        with self.lock(log):
+            self.init(log)
+            self.write_variables(variables)
+            self._run(log, "destroy", no_color=IsFlagged, input=False, auto_approve=IsFlagged,
+                      var_file=VARS_FILE)
+
+    def outputs(self) -> dict[str, dict[str, Any]]:
+        """{name: {"value": ..., "sensitive": bool}} from the state."""
+        return self._outputs()
+
+    def _outputs(self) -> dict[str, dict[str, Any]]:
+        raw = json.loads(self._capture("output", json=IsFlagged, no_color=IsFlagged) or "{}")
+        return {name: {"value": out.get("value"), "sensitive": bool(out.get("sensitive"))}
+                for name, out in raw.items()}
