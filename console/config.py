@@ -23,6 +23,9 @@ DEFAULTS = {
     "OBSERVE_SECONDS": 10,
     "LOCAL_PORT_RANGE": [18000, 18999],
     "LOCAL_HUB_IP": "127.0.0.1",
+    "TERRAFORM_BIN": "terraform",
+    # None: state in each workspace's directory; or {"type": "s3"|"gcs"|"azurerm", "config": {...}}
+    "TERRAFORM_BACKEND": None,
     # Third-party settings derived from ours below.
     "API_TITLE": "Hubfleet",
     "API_VERSION": "v1",

@@ -80,6 +80,21 @@ def summarise(plan: dict[str, Any]) -> PlanSummary:
     return summary
 
 
+def _first_error(lines: list[str], most: int = 12) -> str:
+    """': Error: summary — detail...' from Terraform's first error block, box drawing removed; '' if none."""
+    start = next((i for i, line in enumerate(lines) if "Error:" in line), None)
+    if start is None:
+        return ""
+    block = []
+    for line in lines[start:start + most]:
+        text = line.strip(" │╷╵")
+        if line.strip() == "╵":
+            break
+        if text:
+            block.append(text)
+    return ": " + " ".join(block)
+
+
 def _die_with_parent() -> None:
     # Terraform gets SIGTERM (and stops gracefully, writing its state) if the worker that runs it dies.
     with contextlib.suppress(OSError, AttributeError):
@@ -193,22 +208,19 @@ class TerraformRunner:
         """Run one Terraform command in the workspace, streaming its output into ``log``; returns the output."""
         argv = self.tf.generate_cmd_string(command, *args, **options)
         log("$ " + " ".join(argv[1:] if argv else []))
-        proc = subprocess.Popen(argv, cwd=self.dir, env=self._environment(), stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                                preexec_fn=_die_with_parent)
-        (self.dir / RUN_FILE).write_text(json.dumps({"pid": proc.pid, "command": command,
-                                                     "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
         lines = []
-        for line in proc.stdout:
-            line = self.redact(line.rstrip("\n"))
-            lines.append(line)
-            if line.strip():
-                log(line)
-        proc.wait()
+        with subprocess.Popen(argv, cwd=self.dir, env=self._environment(), stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+                              preexec_fn=_die_with_parent) as proc:
+            (self.dir / RUN_FILE).write_text(json.dumps({"pid": proc.pid, "command": command,
+                                                         "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            for line in proc.stdout:
+                line = self.redact(line.rstrip("\n"))
+                lines.append(line)
+                if line.strip():
+                    log(line)
         if check and proc.returncode != 0:
-            errors = [line.strip(" │╷╵") for line in lines if "Error" in line]
-            raise TerraformError(f"terraform {command} failed (exit {proc.returncode})"
-                                 + (f": {errors[0]}" if errors else ""))
+            raise TerraformError(f"terraform {command} failed (exit {proc.returncode})" + _first_error(lines))
         return "\n".join(lines)
 
     def _capture(self, command: str, *args: str, **options: Any) -> str:

@@ -9,6 +9,7 @@ import os
 import re
 
 import pytest
+from flask import has_app_context
 from flask_migrate import upgrade
 
 from console import create_app
@@ -161,6 +162,8 @@ def run_worker(app):
             while done < limit and worker.run_once():
                 done += 1
             db.session.remove()
+        if has_app_context():
+            db.session.expire_all()  # the test's own session must see what the worker wrote
         return done
 
     return run

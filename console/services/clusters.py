@@ -28,7 +28,8 @@ def runner_for(cluster: Cluster) -> TerraformRunner:
     return TerraformRunner(Path(current_app.config["DATA_DIR"]) / "terraform", cluster.name,
                            providers.PROVIDERS[cluster.provider].module,
                            backend=current_app.config.get("TERRAFORM_BACKEND"),
-                           env=decrypt_json(cluster.credentials))
+                           env=decrypt_json(cluster.credentials),
+                           terraform_bin=current_app.config["TERRAFORM_BIN"])
 
 
 def _defaults(provider: str, name: str, raw: dict[str, Any]) -> dict[str, Any]:
