@@ -85,6 +85,18 @@ def _pool_bounds(values: dict[str, Any]) -> dict[str, str]:
     return {}
 
 
+def _gpu_pool(values: dict[str, Any]) -> dict[str, str]:
+    if values.get("gpu_enabled") and values.get("gpu_max_nodes", 0) < 1:
+        return {"gpu_max_nodes": "A GPU pool needs at least one node at most."}
+    return {}
+
+
+def _filestore_size(values: dict[str, Any]) -> dict[str, str]:
+    if values.get("home_storage_gb", 0) > 65433:
+        return {"home_storage_gb": "Filestore BASIC_HDD holds at most 65433 GB."}
+    return {}
+
+
 def _port_order(values: dict[str, Any]) -> dict[str, str]:
     if values["port_last"] - values["port_first"] < 2:
         return {"port_last": "The range needs at least three ports (each hub takes three)."}
@@ -129,14 +141,14 @@ PROVIDERS: dict[str, Provider] = {p.name: p for p in (
         *_common("e2-standard-2", "n2-highmem-4"), *_gpu_fields("n1-standard-8"),
         WizardField("gpu_accelerator_type", "GPU type", "nvidia-tesla-t4"),
     ), (Credential("google_credentials", "GOOGLE_CREDENTIALS", "Service account key (JSON)"),),
-        checks=(_pool_bounds,)),
+        checks=(_pool_bounds, _gpu_pool, _filestore_size)),
     Provider("eks", "Amazon EKS", "eks-cluster", (
         WizardField("region", "Region", "us-east-1", pattern=r"[a-z]{2}(-gov)?-[a-z]+-[0-9]",
                     help="A region such as us-east-1."),
         *_common("t3.large", "r5.xlarge"), *_gpu_fields("g4dn.xlarge"),
     ), (Credential("aws_access_key_id", "AWS_ACCESS_KEY_ID", "Access key id"),
         Credential("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", "Secret access key")),
-        checks=(_pool_bounds,)),
+        checks=(_pool_bounds, _gpu_pool)),
     Provider("aks", "Azure Kubernetes Service", "aks-cluster", (
         WizardField("region", "Region", "eastus", pattern=r"[a-z]+[a-z0-9]*",
                     help="An Azure location such as eastus."),
@@ -145,7 +157,7 @@ PROVIDERS: dict[str, Provider] = {p.name: p for p in (
         Credential("arm_client_secret", "ARM_CLIENT_SECRET", "Client secret"),
         Credential("arm_tenant_id", "ARM_TENANT_ID", "Tenant id"),
         Credential("arm_subscription_id", "ARM_SUBSCRIPTION_ID", "Subscription id")),
-        checks=(_pool_bounds,)),
+        checks=(_pool_bounds, _gpu_pool)),
 )}
 
 # What every cloud module's outputs give the Kubernetes backend.

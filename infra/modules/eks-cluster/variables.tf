@@ -1,0 +1,116 @@
+# These variables mirror the cluster wizard (infra/providers.py): same names, defaults and ranges.
+
+variable "region" {
+  description = "AWS region of the cluster, its VPC and its home storage, such as us-east-1."
+  type        = string
+  default     = "us-east-1"
+
+  validation {
+    condition     = can(regex("^[a-z]{2}(-gov)?-[a-z]+-[0-9]$", var.region))
+    error_message = "The region must look like us-east-1."
+  }
+}
+
+variable "name" {
+  description = "Name of the cluster; also names its VPC, IAM roles and EFS file system."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,28}[a-z0-9]$", var.name))
+    error_message = "The cluster name must be 3 to 30 characters: lower-case letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "core_machine_type" {
+  description = "Instance type of the core node group (hub, proxy and other cluster services)."
+  type        = string
+  default     = "t3.large"
+
+  validation {
+    condition     = length(trimspace(var.core_machine_type)) > 0
+    error_message = "The core machine type must not be empty."
+  }
+}
+
+variable "core_node_count" {
+  description = "Number of nodes in the core node group (fixed size)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.core_node_count >= 1 && var.core_node_count <= 10 && floor(var.core_node_count) == var.core_node_count
+    error_message = "The core node count must be a whole number from 1 to 10."
+  }
+}
+
+variable "user_machine_type" {
+  description = "Instance type of the user node group (users' notebook servers)."
+  type        = string
+  default     = "r5.xlarge"
+
+  validation {
+    condition     = length(trimspace(var.user_machine_type)) > 0
+    error_message = "The user machine type must not be empty."
+  }
+}
+
+variable "user_min_nodes" {
+  description = "Fewest nodes the user node group's autoscaler keeps (0 lets it scale to zero). At most user_max_nodes."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.user_min_nodes >= 0 && var.user_min_nodes <= 500 && floor(var.user_min_nodes) == var.user_min_nodes
+    error_message = "The user pool minimum must be a whole number from 0 to 500."
+  }
+}
+
+variable "user_max_nodes" {
+  description = "Most nodes the user node group's autoscaler may add."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.user_max_nodes >= 1 && var.user_max_nodes <= 500 && floor(var.user_max_nodes) == var.user_max_nodes
+    error_message = "The user pool maximum must be a whole number from 1 to 500."
+  }
+}
+
+variable "home_storage_gb" {
+  description = "Planned size of the users' home storage in GB. EFS has no fixed size (it grows with use); the value is reported as capacity_gb in the home_storage output."
+  type        = number
+  default     = 1024
+
+  validation {
+    condition     = var.home_storage_gb >= 100 && var.home_storage_gb <= 102400 && floor(var.home_storage_gb) == var.home_storage_gb
+    error_message = "The home storage size must be a whole number of GB from 100 to 102400."
+  }
+}
+
+variable "gpu_enabled" {
+  description = "Whether to add an autoscaling GPU node group (0 to gpu_max_nodes nodes) for users."
+  type        = bool
+  default     = false
+}
+
+variable "gpu_machine_type" {
+  description = "Instance type of the GPU node group (an NVIDIA GPU instance such as g4dn.xlarge)."
+  type        = string
+  default     = "g4dn.xlarge"
+
+  validation {
+    condition     = length(trimspace(var.gpu_machine_type)) > 0
+    error_message = "The GPU machine type must not be empty."
+  }
+}
+
+variable "gpu_max_nodes" {
+  description = "Most nodes the GPU node group's autoscaler may add (at least 1 when gpu_enabled)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.gpu_max_nodes >= 0 && var.gpu_max_nodes <= 100 && floor(var.gpu_max_nodes) == var.gpu_max_nodes
+    error_message = "The GPU pool maximum must be a whole number from 0 to 100."
+  }
+}

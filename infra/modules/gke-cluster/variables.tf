@@ -1,0 +1,137 @@
+# These variables mirror the cluster wizard (infra/providers.py): same names, defaults and ranges.
+
+variable "project_id" {
+  description = "Google Cloud project that holds the cluster."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{4,28}[a-z0-9]$", var.project_id))
+    error_message = "The project id must be 6 to 30 lower-case letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "region" {
+  description = "Google Cloud region of the cluster's control plane, network and home storage, such as us-central1."
+  type        = string
+  default     = "us-central1"
+
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+[0-9]$", var.region))
+    error_message = "The region must look like us-central1."
+  }
+}
+
+variable "name" {
+  description = "Name of the cluster; also names its network, node service account and Filestore instance."
+  type        = string
+
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9-]{1,28}[a-z0-9]$", var.name))
+    error_message = "The cluster name must be 3 to 30 characters: lower-case letters, digits and hyphens, starting with a letter."
+  }
+}
+
+variable "core_machine_type" {
+  description = "Machine type of the core pool (hub, proxy and other cluster services)."
+  type        = string
+  default     = "e2-standard-2"
+
+  validation {
+    condition     = length(trimspace(var.core_machine_type)) > 0
+    error_message = "The core machine type must not be empty."
+  }
+}
+
+variable "core_node_count" {
+  description = "Number of nodes in the core pool (fixed size)."
+  type        = number
+  default     = 1
+
+  validation {
+    condition     = var.core_node_count >= 1 && var.core_node_count <= 10 && floor(var.core_node_count) == var.core_node_count
+    error_message = "The core node count must be a whole number from 1 to 10."
+  }
+}
+
+variable "user_machine_type" {
+  description = "Machine type of the user pool (users' notebook servers)."
+  type        = string
+  default     = "n2-highmem-4"
+
+  validation {
+    condition     = length(trimspace(var.user_machine_type)) > 0
+    error_message = "The user machine type must not be empty."
+  }
+}
+
+variable "user_min_nodes" {
+  description = "Fewest nodes the user pool's autoscaler keeps (0 lets it scale to zero). At most user_max_nodes."
+  type        = number
+  default     = 0
+
+  validation {
+    condition     = var.user_min_nodes >= 0 && var.user_min_nodes <= 500 && floor(var.user_min_nodes) == var.user_min_nodes
+    error_message = "The user pool minimum must be a whole number from 0 to 500."
+  }
+}
+
+variable "user_max_nodes" {
+  description = "Most nodes the user pool's autoscaler may add."
+  type        = number
+  default     = 10
+
+  validation {
+    condition     = var.user_max_nodes >= 1 && var.user_max_nodes <= 500 && floor(var.user_max_nodes) == var.user_max_nodes
+    error_message = "The user pool maximum must be a whole number from 1 to 500."
+  }
+}
+
+variable "home_storage_gb" {
+  description = "Size of the users' home storage in GB. Filestore BASIC_HDD instances hold 1024 to 65433 GB, so smaller requests get 1024."
+  type        = number
+  default     = 1024
+
+  validation {
+    condition     = var.home_storage_gb >= 100 && var.home_storage_gb <= 102400 && floor(var.home_storage_gb) == var.home_storage_gb
+    error_message = "The home storage size must be a whole number of GB from 100 to 102400."
+  }
+}
+
+variable "gpu_enabled" {
+  description = "Whether to add an autoscaling GPU node pool (0 to gpu_max_nodes nodes) for users."
+  type        = bool
+  default     = false
+}
+
+variable "gpu_machine_type" {
+  description = "Machine type of the GPU pool; it must accept gpu_accelerator_type (N1 machines take T4, P4, V100, P100)."
+  type        = string
+  default     = "n1-standard-8"
+
+  validation {
+    condition     = length(trimspace(var.gpu_machine_type)) > 0
+    error_message = "The GPU machine type must not be empty."
+  }
+}
+
+variable "gpu_max_nodes" {
+  description = "Most nodes the GPU pool's autoscaler may add (at least 1 when gpu_enabled)."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.gpu_max_nodes >= 0 && var.gpu_max_nodes <= 100 && floor(var.gpu_max_nodes) == var.gpu_max_nodes
+    error_message = "The GPU pool maximum must be a whole number from 0 to 100."
+  }
+}
+
+variable "gpu_accelerator_type" {
+  description = "Accelerator attached to each GPU node (one per node), such as nvidia-tesla-t4."
+  type        = string
+  default     = "nvidia-tesla-t4"
+
+  validation {
+    condition     = length(trimspace(var.gpu_accelerator_type)) > 0
+    error_message = "The GPU type must not be empty."
+  }
+}
