@@ -134,6 +134,10 @@ class TerraformRunner:
             text = text.replace(value, "********")
         return text
 
+    def command_line(self, argv: list[str]) -> str:
+        """How a command is shown in the log: without the binary's path, secrets (backend config) blanked."""
+        return self.redact("$ " + " ".join(argv[1:]))
+
     # -- the workspace ------------------------------------------------------------------------------------------
 
     def _environment(self) -> dict[str, str]:
@@ -207,7 +211,7 @@ class TerraformRunner:
     def _run(self, log: Log, command: str, *args: str, check: bool = True, **options: Any) -> str:
         """Run one Terraform command in the workspace, streaming its output into ``log``; returns the output."""
         argv = self.tf.generate_cmd_string(command, *args, **options)
-        log("$ " + " ".join(argv[1:] if argv else []))
+        log(self.command_line(argv))
         lines = []
         with subprocess.Popen(argv, cwd=self.dir, env=self._environment(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,

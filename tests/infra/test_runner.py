@@ -120,3 +120,15 @@ def test_plan_summary_reads_terraform_json():
         {"address": "data.x", "change": {"actions": ["read"]}}]}
     summary = summarise(plan)
     assert summary.as_dict() == {"add": ["a.new", "a.swap"], "change": ["a.edit"], "destroy": ["a.swap", "a.gone"]}
+
+
+def test_remote_state_backend_is_configured_and_its_secrets_blanked(tmp_path):
+    backend = {"type": "s3", "config": {"bucket": "hubfleet-state", "key": "campus.tfstate",
+                                        "secret_key": "s3-secret-key-value"}}
+    runner = TerraformRunner(tmp_path / "tf", "campus", "local-cluster", backend=backend)
+    runner._sync_module()
+    assert (runner.dir / "backend.tf").read_text() == 'terraform {\n  backend "s3" {}\n}\n'
+    argv = runner.tf.generate_cmd_string("init", backend_config=backend["config"])
+    assert "-backend-config=bucket=hubfleet-state" in argv
+    shown = runner.command_line(argv)
+    assert "s3-secret-key-value" not in shown and "-backend-config=secret_key=********" in shown
