@@ -28,8 +28,9 @@ The returned state is stored in the console's database in the clear: it must nev
 ``status(state) -> HubStatus``
     What the backend sees now.  Never raises for an unreachable or missing hub: that is a status, not an error.
 
-``api_url(state)`` / ``api_token(state)``
-    Where and how to reach the hub's REST API (``/hub/api/``) for probing; ``None`` when unknown.
+``api_url(state)`` / ``api_token(state, purpose)``
+    Where and how to reach the hub's REST API (``/hub/api/``); ``None`` when unknown.  ``purpose`` "probe" gives a
+    read-only token; "check" one that may create a test user and start and stop its server.
 """
 from __future__ import annotations
 
@@ -80,7 +81,7 @@ class Backend(Protocol):
 
     def api_url(self, state: dict) -> str | None: ...
 
-    def api_token(self, state: dict) -> str | None: ...
+    def api_token(self, state: dict, purpose: str = "probe") -> str | None: ...
 
 
 _REGISTRY: dict[str, Callable[..., Backend]] = {}

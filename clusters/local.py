@@ -36,6 +36,9 @@ MARKER = "HUBFLEET_HUB_DIR"
 SERVICE_NAME = "hubfleet"
 # What the console may do with its token: read-only probing.
 SERVICE_SCOPES = ["read:hub", "list:users", "read:users", "read:servers", "read:metrics"]
+# A second token, for synthetic checks only: they create a test user and start and stop its server.
+CHECK_SERVICE = "hubfleet-check"
+CHECK_SCOPES = ["admin:users", "admin:servers", "read:users", "read:servers"]
 PROBE_TIMEOUT = 2.0
 # Setting names whose values are secrets: never copied out of the hub's directory.
 SECRET_KEYS = frozenset({"client_secret", "user_password", "api_token", "admin_password"})
@@ -68,13 +71,15 @@ class LocalBackend:
     """
 
     def __init__(self, root: str, port_range: tuple[int, int] | list[int] = (18000, 18999), ip: str = "127.0.0.1",
-                 python: str | None = None, proxy_command: str | None = None, start_timeout: int = 60):
+                 python: str | None = None, proxy_command: str | None = None, start_timeout: int = 60,
+                 singleuser_cmd: list[str] | None = None):
         self.root = Path(root)
         self.port_range = (int(port_range[0]), int(port_range[1]))
         self.ip = ip
         self.python = python or sys.executable
         self.proxy_command = proxy_command or _default_proxy_command()
         self.start_timeout = start_timeout
+        self.singleuser_cmd = list(singleuser_cmd or [self.python, "-m", "jupyterhub.singleuser"])
 
     # -- paths and processes ------------------------------------------------------------------------------------
 
@@ -158,7 +163,7 @@ class LocalBackend:
 
     # -- rendering ------------------------------------------------------------------------------------------------
 
-    def _settings(self, spec: HubSpec, hub_dir: Path, ports: dict[str, int], token: str) -> dict:
+    def _settings(self, spec: HubSpec, hub_dir: Path, ports: dict[str, int], token: str, check_token: str) -> dict:
         settings = {section: dict(values) for section, values in spec.config.items()}
 
         def put(section: str, **values):
@@ -173,9 +178,11 @@ class LocalBackend:
             db_url=f"sqlite:///{hub_dir / 'jupyterhub.sqlite'}",
             cookie_secret_file=str(hub_dir / "jupyterhub_cookie_secret"),
             pid_file=str(hub_dir / "jupyterhub.pid"),
-            services=[*hub.get("services", []), {"name": SERVICE_NAME, "api_token": token}],
+            services=[*hub.get("services", []), {"name": SERVICE_NAME, "api_token": token},
+                      {"name": CHECK_SERVICE, "api_token": check_token}],
             load_roles=[*hub.get("load_roles", []),
-                        {"name": "hubfleet-console", "scopes": SERVICE_SCOPES, "services": [SERVICE_NAME]}])
+                        {"name": "hubfleet-console", "scopes": SERVICE_SCOPES, "services": [SERVICE_NAME]},
+                        {"name": "hubfleet-check", "scopes": CHECK_SCOPES, "services": [CHECK_SERVICE]}])
         public_url = f"http://{self.ip}:{ports['public']}/"
         put("OAuthenticator", oauth_callback_url=f"{public_url}hub/oauth_callback")
         settings["JupyterHub"].setdefault("spawner_class", "simple")
@@ -184,7 +191,7 @@ class LocalBackend:
         spawner_args = list(settings.get("Spawner", {}).get("args", []))
         if os.geteuid() == 0 and "--allow-root" not in spawner_args:
             spawner_args.append("--allow-root")
-        put("Spawner", cmd=[self.python, "-m", "jupyterhub.singleuser"], args=spawner_args,
+        put("Spawner", cmd=self.singleuser_cmd, args=spawner_args,
             environment={**settings.get("Spawner", {}).get("environment", {}), MARKER: str(hub_dir)})
         put("SimpleLocalProcessSpawner", home_dir_template=str(hub_dir / "home" / "{username}"))
         return settings
@@ -195,8 +202,9 @@ class LocalBackend:
         shutil.copyfile(Path(__file__).with_name("local_jupyterhub_config.py"), hub_dir / "jupyterhub_config.py")
         ports = self._allocate_ports(hub_dir)
         token = self._read_token(hub_dir) or secrets.token_hex(32)
+        check_token = self._read_token(hub_dir, CHECK_SERVICE) or secrets.token_hex(32)
         settings_file = hub_dir / "settings.json"
-        new = json.dumps(self._settings(spec, hub_dir, ports, token), indent=1, sort_keys=True)
+        new = json.dumps(self._settings(spec, hub_dir, ports, token, check_token), indent=1, sort_keys=True)
         old = settings_file.read_text() if settings_file.exists() else None
         if new != old:
             fd = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -205,13 +213,13 @@ class LocalBackend:
         return ports, new != old
 
     @staticmethod
-    def _read_token(hub_dir: Path) -> str | None:
+    def _read_token(hub_dir: Path, name: str = SERVICE_NAME) -> str | None:
         try:
             settings = json.loads((hub_dir / "settings.json").read_text())
         except (OSError, ValueError):
             return None
         for service in settings.get("JupyterHub", {}).get("services", []):
-            if service.get("name") == SERVICE_NAME:
+            if service.get("name") == name:
                 return service.get("api_token")
         return None
 
@@ -350,6 +358,8 @@ class LocalBackend:
     def api_url(self, state: dict) -> str | None:
         return state["url"] + "hub/api/" if state.get("url") else None
 
-    def api_token(self, state: dict) -> str | None:
+    def api_token(self, state: dict, purpose: str = "probe") -> str | None:
         hub_dir = self._dir_of(state)
-        return self._read_token(hub_dir) if hub_dir else None
+        if hub_dir is None:
+            return None
+        return self._read_token(hub_dir, CHECK_SERVICE if purpose == "check" else SERVICE_NAME)

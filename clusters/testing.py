@@ -56,7 +56,7 @@ class FakeBackend:
     def api_url(self, state: dict) -> str | None:
         return state.get("url")
 
-    def api_token(self, state: dict) -> str | None:
+    def api_token(self, state: dict, purpose: str = "probe") -> str | None:
         return None
 
 

@@ -20,7 +20,11 @@ DEFAULTS = {
     "LEASE_SECONDS": 30,
     "MAX_ATTEMPTS": 3,
     "HUB_START_TIMEOUT": 120,
-    "OBSERVE_SECONDS": 10,
+    "PROBE_SECONDS": 15,  # how often the worker sweeps the fleet
+    "PROBE_TIMEOUT": 2.0,  # per hub, for all its requests together
+    "PROBE_CONCURRENCY": 64,
+    "ALERT_DOWN_SECONDS": 30,  # alert when a hub has been down this long
+    "ALERT_DEGRADED_SECONDS": 600,
     "LOCAL_PORT_RANGE": [18000, 18999],
     "LOCAL_HUB_IP": "127.0.0.1",
     "TERRAFORM_BIN": "terraform",

@@ -86,6 +86,10 @@ class Hub(db.Model):
     user_count: Mapped[int | None]
     status_message: Mapped[str] = mapped_column(Text, default="")
     observed_at: Mapped[datetime | None]
+    health_since: Mapped[datetime | None]
+    running_servers: Mapped[int | None]
+    active_users: Mapped[int | None]  # in the last 24 h
+    probe_seconds: Mapped[float | None]
     # Opaque to the console: what the backend needs to find the hub again.
     backend_state: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -171,3 +175,47 @@ class ApiToken(db.Model):
     last_used_at: Mapped[datetime | None]
 
     user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+class HubSample(db.Model):
+    """One probe of a hub (resolution 'raw'), or an hour of them averaged (resolution 'hour')."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hub_id: Mapped[int] = mapped_column(ForeignKey("hub.id"))
+    at: Mapped[datetime]
+    resolution: Mapped[str] = mapped_column(String(8), default="raw")
+    up: Mapped[float]  # 1/0 for a probe; the fraction up for an hour
+    duration: Mapped[float]
+    running_servers: Mapped[float | None]
+    total_users: Mapped[float | None]
+    active_users: Mapped[float | None]  # 24 h
+    spawn_success: Mapped[int | None]
+    spawn_failure: Mapped[int | None]
+
+    __table_args__ = (Index("ix_hub_sample_hub_at", "hub_id", "at"), Index("ix_hub_sample_at", "at"))
+
+
+class WebhookTarget(db.Model):
+    """Where alerts go: the operators' (no institution) or one institution's."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    institution_id: Mapped[int | None] = mapped_column(ForeignKey("institution.id"))
+    created_by: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    institution: Mapped[Institution | None] = relationship(lazy="joined")
+
+
+class Alert(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hub_id: Mapped[int] = mapped_column(ForeignKey("hub.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # down | degraded
+    reason: Mapped[str] = mapped_column(Text, default="")
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    resolved_at: Mapped[datetime | None]
+    notified_at: Mapped[datetime | None]
+    recovery_notified_at: Mapped[datetime | None]
+    last_error: Mapped[str] = mapped_column(Text, default="")
+
+    hub: Mapped[Hub] = relationship(lazy="joined", innerjoin=True)

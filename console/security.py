@@ -51,7 +51,8 @@ def user_for_token(token: str) -> User | None:
 
 
 def is_api_request() -> bool:
-    return request.path.startswith("/api/")
+    """The API, and Prometheus' /metrics: bearer tokens, JSON errors, no cookies."""
+    return request.path.startswith("/api/") or request.path == "/metrics"
 
 
 @login_manager.user_loader

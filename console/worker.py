@@ -15,6 +15,7 @@ import uuid
 
 from clusters import lifecycle
 from clusters.base import BackendError
+from clusters.synthetic import CHECK_USER, run_check
 from infra.runner import TerraformError, WorkspaceBusy
 
 from console.extensions import db
@@ -22,7 +23,7 @@ from console.models import Hub, Operation, utcnow
 from console.services import clusters as cluster_service
 from console.services import config as config_service
 from console.services import hubs as hub_service
-from console.services import operations
+from console.services import monitoring, operations
 from console.status import DOWN, HEALTHY
 
 logger = logging.getLogger(__name__)
@@ -43,7 +44,8 @@ class Worker:
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = float(app.config["LEASE_SECONDS"])
         self.poll = float(app.config["WORKER_POLL_SECONDS"])
-        self.observe_every = float(app.config["OBSERVE_SECONDS"])
+        self.observe_every = float(app.config["PROBE_SECONDS"])
+        self.next_compact = 0.0
         self.max_attempts = int(app.config["MAX_ATTEMPTS"])
         self.start_timeout = float(app.config["HUB_START_TIMEOUT"])
 
@@ -199,6 +201,19 @@ class Worker:
         db.session.commit()
         log(f"hub is healthy at {status.url} (JupyterHub {status.version})")
 
+    def synthetic_check(self, op: Operation, log) -> None:
+        hub = op.hub
+        backend = hub_service.backend_for(hub.cluster)
+        state = hub.backend_state or {}
+        api_url, token = backend.api_url(state), backend.api_token(state, purpose="check")
+        if not api_url or not token:
+            raise OperationFailed("this hub's backend offers no API to check it with")
+        log(f"checking {hub.slug} as user {CHECK_USER}: create, spawn, stop")
+        result = run_check(api_url, token, log, timeout=self.start_timeout)
+        if not result.ok:
+            raise OperationFailed(f"synthetic check failed: {result.error}")
+        log("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
+
     def ensure_deleted(self, op: Operation, log) -> None:
         hub = op.hub
         if hub.state != lifecycle.DELETING:
@@ -213,7 +228,10 @@ class Worker:
 
     def _record(self, hub: Hub, status) -> None:
         hub.url = status.url or hub.url
-        hub.health = HEALTHY if status.ready else DOWN
+        health = HEALTHY if status.ready else DOWN
+        if health != hub.health:
+            hub.health_since = utcnow()
+        hub.health = health
         hub.status_message = status.message
         hub.observed_at = utcnow()
         if status.ready:
@@ -227,12 +245,14 @@ class Worker:
         ).unique().scalars())
 
     def observe(self) -> None:
-        """Probe every serving hub with no operation in flight and record what was seen."""
-        for hub in self._idle_serving_hubs():
-            status = hub_service.backend_for(hub.cluster).status(hub.backend_state or {})
-            self._record(hub, status)
-            hub_service.transition(hub, "healthy" if status.ready else "unhealthy")
+        """Sweep every serving hub with no operation in flight; record samples, health, alerts; send webhooks."""
+        hubs = self._idle_serving_hubs()
+        monitoring.record(hubs, monitoring.probe_fleet(hubs))
         db.session.commit()
+        monitoring.deliver()
+        if time.monotonic() >= self.next_compact:
+            monitoring.compact()
+            self.next_compact = time.monotonic() + 600
 
     def resync(self) -> None:
         """At start: queue a reconcile for every hub that should be serving but whose process is gone.
@@ -252,6 +272,7 @@ HANDLERS = {
     "restart": lambda worker, op, log: worker.ensure_running(op, log, restart=True),
     "reconfigure": lambda worker, op, log: worker.ensure_running(op, log, event="reconfigure"),
     "delete": Worker.ensure_deleted,
+    "synthetic-check": Worker.synthetic_check,
     "cluster-plan": Worker.cluster_plan,
     "cluster-apply": Worker.cluster_apply,
     "cluster-destroy": Worker.cluster_destroy,

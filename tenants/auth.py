@@ -131,7 +131,8 @@ NOBODY = ("With allow_all off and no allowed users, groups or organizations, nob
           "Turn on allow_all or list who may log in.")
 
 
-GROUPS_NEED_SYNC = "Allowed or admin groups need group sync: turn on 'Sync groups into JupyterHub'."
+GROUPS_NEED_SYNC = ("Allowed or admin groups, or a groups key of your own, need group sync: "
+                    "turn on 'Sync groups into JupyterHub'.")
 
 
 def validate_auth(data: dict[str, Any], stored_secrets: dict[str, str] | None = None
@@ -168,7 +169,9 @@ def validate_auth(data: dict[str, Any], stored_secrets: dict[str, str] | None = 
             errors[field.name] = str(exc)
     if not errors and not clean.get("allow_all") and not _admits_someone(kind, clean):
         errors["allow_all"] = NOBODY
-    if kind.field("manage_groups") and (clean.get("allowed_groups") or clean.get("admin_groups")) \
+    groups_key = kind.field("auth_state_groups_key")
+    custom_key = groups_key is not None and clean.get(groups_key.name, groups_key.default) != groups_key.default
+    if kind.field("manage_groups") and (clean.get("allowed_groups") or clean.get("admin_groups") or custom_key) \
             and not clean.get("manage_groups"):
         # OAuthenticator 17 refuses to start otherwise; say so here instead of as a crashed hub.
         errors["manage_groups"] = GROUPS_NEED_SYNC
@@ -192,6 +195,9 @@ def authenticator_sections(auth: dict[str, Any], secrets: dict[str, str]) -> dic
     """Traitlets sections for a validated auth config plus its secrets; pure."""
     kind = KINDS[auth["authenticator_class"]]
     values = {**{k: v for k, v in auth.items() if k != "authenticator_class"}, **secrets}
+    if not values.get("manage_groups"):
+        # OAuthenticator 17 refuses a groups key (even its default) unless groups are managed
+        values.pop("auth_state_groups_key", None)
     if kind.name == "cilogon":
         values["allowed_idps"] = {entity: {"username_derivation": {"username_claim": idp["username_claim"]},
                                            **({"allowed_domains": idp["allowed_domains"]}

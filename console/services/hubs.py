@@ -83,6 +83,14 @@ def restart_hub(user: User, hub: Hub) -> Operation:
     return op
 
 
+def check_hub(user: User, hub: Hub) -> Operation:
+    """Queue a synthetic check of a hub the user may see: a test user's server started and stopped, timed."""
+    op = operations.enqueue(hub, "synthetic-check", user.email)
+    audit(user.email, "hub.check", hub.slug, hub.institution_id)
+    db.session.commit()
+    return op
+
+
 def delete_hub(user: User, hub: Hub) -> Operation:
     """Mark the hub for deletion and queue it; operators only. Calling it twice queues one deletion."""
     if not user.is_operator:

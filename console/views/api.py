@@ -89,6 +89,14 @@ class HubRestart(MethodView):
         return {"operation": hub_service.restart_hub(g.user, scope.get_hub(g.user, slug)).id}
 
 
+@blp.route("/hubs/<slug>/check")
+class HubCheck(MethodView):
+    @blp.response(202, AcceptedSchema)
+    def post(self, slug):
+        """Run a synthetic check: a test user's server is started and stopped; timings in the operation's log."""
+        return {"operation": hub_service.check_hub(g.user, scope.get_hub(g.user, slug)).id}
+
+
 @blp.route("/operations/<int:operation_id>")
 class OperationItem(MethodView):
     @blp.response(200, OperationSchema)

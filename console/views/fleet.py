@@ -5,6 +5,7 @@ from console import htmx
 from console.extensions import db
 from console.services import FieldErrors, scope
 from console.services import config as config_service
+from console.services import monitoring
 from console.services import hubs as hub_service
 from console.services import operations
 
@@ -13,7 +14,9 @@ bp = Blueprint("fleet", __name__)
 
 @bp.get("/")
 def index():
-    return htmx.render("fleet/index.html", "fleet/_hubs.html", hubs=hub_service.list_hubs(g.user))
+    hubs = hub_service.list_hubs(g.user)
+    return htmx.render("fleet/index.html", "fleet/_hubs.html", hubs=hubs,
+                       charts=monitoring.series([hub.id for hub in hubs]))
 
 
 def _create_form(values: dict, errors: dict, status: int = 200):
@@ -42,12 +45,19 @@ def hub(slug):
     ops = hub_service.recent_operations(found)
     auth_class = config_service.effective(found)[0]["auth"].get("authenticator_class")
     return render_template("fleet/hub.html", hub=found, operations=ops, current=ops[0] if ops else None,
+                           chart=monitoring.series([found.id], buckets=48).get(found.id, {}),
                            login_label=KINDS[auth_class].label if auth_class in KINDS else auth_class)
 
 
 @bp.post("/hubs/<slug>/restart")
 def restart_hub(slug):
     op = hub_service.restart_hub(g.user, scope.get_hub(g.user, slug))
+    return redirect(url_for("fleet.operation", operation_id=op.id))
+
+
+@bp.post("/hubs/<slug>/check")
+def check_hub(slug):
+    op = hub_service.check_hub(g.user, scope.get_hub(g.user, slug))
     return redirect(url_for("fleet.operation", operation_id=op.id))
 
 

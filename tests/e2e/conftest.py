@@ -3,6 +3,7 @@ import contextlib
 import psutil
 import pytest
 
+from clusters import local
 from clusters.local import MARKER
 
 
@@ -14,3 +15,5 @@ def no_stray_hub_processes(tmp_path):
         with contextlib.suppress(psutil.Error):
             if proc.environ().get(MARKER, "").startswith(str(tmp_path)):
                 proc.kill()
+    for hub_dir in [d for d in local._children if d.startswith(str(tmp_path))]:
+        local._children.pop(hub_dir).wait(10)  # reap what this process started

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.timeout(300)
 def test_demo_brings_up_two_healthy_hubs_a_student_can_use(tmp_path):
     port = 18765
     env = {**os.environ, "HUBFLEET_DATA_DIR": str(tmp_path / "demo"), "HUBFLEET_LOCAL_PORT_RANGE": "[22000, 22999]",
-           "HUBFLEET_OBSERVE_SECONDS": "2"}
+           "HUBFLEET_PROBE_SECONDS": "2"}
     env.pop("HUBFLEET_DATABASE_URL", None)
     with open(tmp_path / "demo.log", "wb") as out:
         demo = subprocess.Popen([sys.executable, "-m", "console.cli", "demo", "--port", str(port)], env=env,

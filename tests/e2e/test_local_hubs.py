@@ -90,7 +90,7 @@ def test_student_logs_in_and_starts_a_notebook_server(client, local_fleet, worke
     url = client.get("/api/v1/hubs/north-lab", headers=headers).get_json()["url"]
     lab = login_and_start_server(url, "ada", "any password works on a demo hub")
     assert lab.status_code == 200 and "JupyterLab" in lab.text
-    client.delete("/api/v1/hubs/north-lab", headers=headers)
+    wait_operation(client, headers, client.delete("/api/v1/hubs/north-lab", headers=headers).get_json()["operation"])
 
 
 def _worker_process(app, tmp_path, name):

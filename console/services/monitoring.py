@@ -1,0 +1,224 @@
+"""Fleet monitoring: probe sweeps into samples, health by declared rules, alerts to webhooks, charts, retention."""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from clusters import health as health_rules
+from clusters import lifecycle
+from clusters.probe import ProbeResult, Target, sweep
+from flask import current_app
+from werkzeug.exceptions import Forbidden
+
+from console.extensions import db
+from console.models import Alert, Hub, HubSample, Institution, User, WebhookTarget, utcnow
+from console.services import FieldErrors, audit
+from console.services import hubs as hub_service
+
+logger = logging.getLogger(__name__)
+RAW_RETENTION = timedelta(days=1)
+HOURLY_RETENTION = timedelta(days=30)
+ALERT_KINDS = ("down", "degraded")
+
+
+def probe_fleet(hubs: list[Hub]) -> dict[int, ProbeResult]:
+    """Sweep ``hubs`` concurrently (bounded pool, per-hub timeout); {hub id: result}."""
+    config = current_app.config
+    targets = []
+    for hub in hubs:
+        if hub.url:
+            backend = hub_service.backend_for(hub.cluster)
+            targets.append(Target(hub.id, hub.url, backend.api_token(hub.backend_state or {})))
+    results = sweep(targets, concurrency=int(config["PROBE_CONCURRENCY"]), timeout=float(config["PROBE_TIMEOUT"]))
+    return {r.key: r for r in results}
+
+
+def record(hubs: list[Hub], results: dict[int, ProbeResult], now: datetime | None = None) -> None:
+    """Store one sample per probed hub, derive each hub's health, move its state, open or close alerts."""
+    now = now or utcnow()
+    for hub in hubs:
+        result = results.get(hub.id)
+        if result is None:
+            continue
+        db.session.add(HubSample(hub_id=hub.id, at=now, resolution="raw", up=1.0 if result.up else 0.0,
+                                 duration=result.duration, running_servers=result.running_servers,
+                                 total_users=result.total_users,
+                                 active_users=result.active_users.get("24h"),
+                                 spawn_success=result.spawn_success, spawn_failure=result.spawn_failure))
+    db.session.flush()
+    recent = recent_samples([h.id for h in hubs if h.id in results])
+    for hub in hubs:
+        result = results.get(hub.id)
+        if result is None:
+            continue
+        health, reason = health_rules.derive(recent.get(hub.id, []))
+        if health != hub.health:
+            hub.health_since = now
+        hub.health, hub.status_message, hub.observed_at = health, (reason if not result.error else
+                                                                   f"{reason}: {result.error}"), now
+        hub.probe_seconds = round(result.duration, 3)
+        if result.up:
+            hub.jupyterhub_version = result.version or hub.jupyterhub_version
+            hub.user_count = result.total_users if result.total_users is not None else hub.user_count
+            hub.running_servers = result.running_servers
+            hub.active_users = result.active_users.get("24h")
+        event = "healthy" if health == health_rules.HEALTHY else "unhealthy"
+        if (hub.state, event) in lifecycle.TABLE:
+            hub_service.transition(hub, event)
+        evaluate_alerts(hub, now)
+
+
+def recent_samples(hub_ids: list[int], count: int = 20) -> dict[int, list[health_rules.Sample]]:
+    """The newest ``count`` raw samples of each hub, newest first, in one query."""
+    if not hub_ids:
+        return {}
+    every = float(current_app.config["PROBE_SECONDS"])
+    since = utcnow() - timedelta(seconds=every * (count + 2) + 60)
+    rows = db.session.execute(
+        db.select(HubSample.hub_id, HubSample.up, HubSample.duration, HubSample.spawn_failure)
+        .where(HubSample.hub_id.in_(hub_ids), HubSample.resolution == "raw", HubSample.at >= since)
+        .order_by(HubSample.hub_id, HubSample.at.desc(), HubSample.id.desc())).all()
+    grouped: dict[int, list[health_rules.Sample]] = defaultdict(list)
+    for hub_id, up, duration, spawn_failure in rows:
+        if len(grouped[hub_id]) < count:
+            grouped[hub_id].append(health_rules.Sample(bool(up), duration, spawn_failure))
+    return grouped
+
+
+# -- alerts ---------------------------------------------------------------------------------------------------------
+
+def _open_alert(hub: Hub, kind: str) -> Alert | None:
+    return db.session.execute(db.select(Alert).where(Alert.hub_id == hub.id, Alert.kind == kind,
+                                                     Alert.resolved_at.is_(None))).scalars().first()
+
+
+def evaluate_alerts(hub: Hub, now: datetime) -> None:
+    """Open an alert when a hub has been down (or degraded) long enough; resolve it when it is not any more.
+
+    One open alert per hub and kind: a hub that stays down is not alerted again.
+    """
+    rules = {"down": float(current_app.config["ALERT_DOWN_SECONDS"]),
+             "degraded": float(current_app.config["ALERT_DEGRADED_SECONDS"])}
+    for kind in ALERT_KINDS:
+        open_alert = _open_alert(hub, kind)
+        lasting = hub.health == kind and hub.health_since is not None and \
+            (now - hub.health_since).total_seconds() >= rules[kind]
+        if lasting and open_alert is None:
+            db.session.add(Alert(hub=hub, kind=kind, reason=hub.status_message, started_at=hub.health_since))
+        elif hub.health != kind and open_alert is not None:
+            open_alert.resolved_at = now
+
+
+def payload(alert: Alert, event: str) -> dict[str, Any]:
+    """The JSON a webhook receives (documented in docs/monitoring.md)."""
+    hub = alert.hub
+    return {"event": event, "alert": {
+        "id": alert.id, "kind": alert.kind, "reason": alert.reason, "hub": hub.slug,
+        "institution": hub.institution.slug, "cluster": hub.cluster.name, "url": hub.url, "health": hub.health,
+        "started_at": alert.started_at.isoformat() + "Z",
+        "resolved_at": alert.resolved_at.isoformat() + "Z" if alert.resolved_at else None}}
+
+
+def deliver() -> int:
+    """POST every alert and recovery not yet delivered to its webhooks; returns how many notices went out.
+
+    A notice that no target took is tried again on the next pass.
+    """
+    pending = db.session.execute(db.select(Alert).where(
+        (Alert.notified_at.is_(None)) |
+        (Alert.resolved_at.is_not(None) & Alert.recovery_notified_at.is_(None)))).unique().scalars().all()
+    sent = 0
+    for alert in pending:
+        event = "alert" if alert.notified_at is None else "recovery"
+        if event == "alert" and alert.resolved_at is not None:
+            alert.notified_at = alert.recovery_notified_at = utcnow()  # came and went between passes: say nothing
+            continue
+        targets = db.session.execute(db.select(WebhookTarget).where(
+            (WebhookTarget.institution_id.is_(None)) |
+            (WebhookTarget.institution_id == alert.hub.institution_id))).unique().scalars().all()
+        errors = []
+        for target in targets:
+            try:
+                response = httpx.post(target.url, json=payload(alert, event), timeout=5)
+                response.raise_for_status()
+            except httpx.HTTPError as exc:
+                errors.append(f"{target.url}: {exc.__class__.__name__}")
+        if targets and len(errors) == len(targets):
+            alert.last_error = "; ".join(errors)
+            continue
+        alert.last_error = "; ".join(errors)
+        if event == "alert":
+            alert.notified_at = utcnow()
+        else:
+            alert.recovery_notified_at = utcnow()
+        sent += 1
+    db.session.commit()
+    return sent
+
+
+def add_webhook(user: User, url: str | None, institution: Institution | None) -> WebhookTarget:
+    """Operators add fleet-wide or per-institution webhooks; an institution admin adds their institution's."""
+    if not user.is_operator and (institution is None or institution.id != user.institution_id):
+        raise Forbidden("institution admins add webhooks for their own institution")
+    url = (url or "").strip()
+    if not url.startswith(("http://", "https://")) or len(url) > 2000:
+        raise FieldErrors({"url": "Enter a full http:// or https:// URL."})
+    target = WebhookTarget(url=url, institution=institution, created_by=user.email)
+    db.session.add(target)
+    audit(user.email, "webhook.add", url.split("?")[0], institution.id if institution else None)
+    db.session.commit()
+    return target
+
+
+# -- charts and retention -------------------------------------------------------------------------------------------
+
+def series(hub_ids: list[int], hours: int = 24, buckets: int = 24) -> dict[int, dict[str, list[float | None]]]:
+    """Per hub, ``buckets`` averages over the last ``hours`` of active users and running servers; one query."""
+    now = utcnow()
+    since = now - timedelta(hours=hours)
+    width = hours * 3600 / buckets
+    rows = db.session.execute(
+        db.select(HubSample.hub_id, HubSample.at, HubSample.active_users, HubSample.running_servers)
+        .where(HubSample.hub_id.in_(hub_ids), HubSample.at >= since)).all() if hub_ids else []
+    sums: dict[int, dict[str, list[list[float]]]] = {}
+    for hub_id, at, active, running in rows:
+        index = min(buckets - 1, int((at - since).total_seconds() // width))
+        per = sums.setdefault(hub_id, {"active": [[] for _ in range(buckets)],
+                                       "running": [[] for _ in range(buckets)]})
+        if active is not None:
+            per["active"][index].append(active)
+        if running is not None:
+            per["running"][index].append(running)
+    return {hub_id: {name: [sum(b) / len(b) if b else None for b in values] for name, values in per.items()}
+            for hub_id, per in sums.items()}
+
+
+def compact(now: datetime | None = None) -> None:
+    """Raw samples older than a day become hourly averages; hourly ones older than 30 days are dropped."""
+    now = now or utcnow()
+    cutoff = (now - RAW_RETENTION).replace(minute=0, second=0, microsecond=0)
+    old = db.session.execute(db.select(HubSample).where(HubSample.resolution == "raw", HubSample.at < cutoff)
+                             ).scalars().all()
+    hours: dict[tuple[int, datetime], list[HubSample]] = defaultdict(list)
+    for sample in old:
+        hours[(sample.hub_id, sample.at.replace(minute=0, second=0, microsecond=0))].append(sample)
+
+    def mean(values):
+        values = [v for v in values if v is not None]
+        return sum(values) / len(values) if values else None
+
+    for (hub_id, hour), samples in hours.items():
+        db.session.add(HubSample(
+            hub_id=hub_id, at=hour, resolution="hour", up=mean(s.up for s in samples),
+            duration=mean(s.duration for s in samples), running_servers=mean(s.running_servers for s in samples),
+            total_users=mean(s.total_users for s in samples), active_users=mean(s.active_users for s in samples),
+            spawn_success=max((s.spawn_success or 0) for s in samples),
+            spawn_failure=max((s.spawn_failure or 0) for s in samples)))
+    if old:
+        db.session.execute(db.delete(HubSample).where(HubSample.resolution == "raw", HubSample.at < cutoff))
+    db.session.execute(db.delete(HubSample).where(HubSample.resolution == "hour",
+                                                  HubSample.at < now - HOURLY_RETENTION))
+    db.session.commit()

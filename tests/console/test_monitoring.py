@@ -1,0 +1,133 @@
+"""Fleet monitoring in the console: sweeps into samples and health, alerts to webhooks, /metrics, retention.
+
+The hubs here are loopback servers answering like JupyterHub (tests/fakehubs.py); tests/e2e covers real hubs.
+"""
+from datetime import timedelta
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from console.extensions import db
+from console.models import Alert, Hub, HubSample, WebhookTarget, utcnow
+from console.services import monitoring
+from console.worker import Worker
+from tests.fakehubs import FakeHubs
+from tests.helpers import WebhookReceiver
+
+
+@pytest.fixture
+def fleet(app, create_institution, create_cluster, create_user, client, api_headers, run_worker):
+    """Three running hubs whose URLs point at fake JupyterHubs; yields (hubs server, operator headers)."""
+    app.config.update(PROBE_TIMEOUT=0.5, ALERT_DOWN_SECONDS=0, ALERT_DEGRADED_SECONDS=3600)
+    create_institution("north")
+    create_cluster("fast", backend="fake")
+    operator = api_headers(create_user("operator"))
+    with FakeHubs(3) as hubs:
+        for i in range(3):
+            client.post("/api/v1/hubs", json={"slug": f"hub-{i}", "institution": "north", "cluster": "fast"},
+                        headers=operator)
+        run_worker()
+        for i, url in enumerate(hubs.urls):
+            db.session.execute(db.update(Hub).where(Hub.slug == f"hub-{i}").values(url=url))
+        db.session.commit()
+        yield hubs, operator
+
+
+def observe(app, times=1):
+    with app.app_context():
+        for _ in range(times):
+            Worker(app).observe()
+        db.session.remove()
+    db.session.expire_all()
+
+
+def hub(slug):
+    return db.session.execute(db.select(Hub).filter_by(slug=slug)).unique().scalar_one()
+
+
+def test_a_sweep_records_samples_and_usage(app, fleet):
+    observe(app)
+    assert db.session.query(HubSample).count() == 3
+    first = hub("hub-1")
+    assert (first.health, first.running_servers, first.active_users, first.user_count) == ("healthy", 1, 1, 21)
+    assert first.jupyterhub_version == "5.3.0" and first.probe_seconds is not None
+
+
+def test_down_hub_alerts_once_then_recovers_once(app, fleet):
+    hubs, _ = fleet
+    with WebhookReceiver() as receiver:
+        db.session.add(WebhookTarget(url=receiver.url, created_by="test"))
+        db.session.commit()
+        observe(app)
+        hubs.set_mode(hubs.ports[0], "refused")
+        observe(app, 2)
+        assert hub("hub-0").health == "degraded" and receiver.received == []
+        observe(app, 3)  # down after three failures; stays down: still one alert
+        down = hub("hub-0")
+        assert (down.health, down.state) == ("down", "degraded")
+        assert [e["alert"]["hub"] for e in receiver.events("alert")] == ["hub-0"]
+        alert = receiver.events("alert")[0]["alert"]
+        assert alert["kind"] == "down" and alert["institution"] == "north" and alert["resolved_at"] is None
+        assert hub("hub-1").health == "healthy"
+        hubs.set_mode(hubs.ports[0], "ok")
+        observe(app, 2)
+        assert hub("hub-0").health == "healthy" and hub("hub-0").state == "running"
+        assert len(receiver.events("alert")) == 1 and len(receiver.events("recovery")) == 1
+        assert receiver.events("recovery")[0]["alert"]["resolved_at"] is not None
+    [stored] = db.session.execute(db.select(Alert)).unique().scalars().all()
+    assert stored.notified_at and stored.recovery_notified_at
+
+
+def test_an_undeliverable_alert_is_retried(app, fleet):
+    hubs, _ = fleet
+    db.session.add(WebhookTarget(url="http://127.0.0.1:9/nothing-listens", created_by="test"))
+    db.session.commit()
+    hubs.set_mode(hubs.ports[0], "refused")
+    observe(app, 3)
+    [alert] = db.session.execute(db.select(Alert)).unique().scalars().all()
+    assert alert.notified_at is None and "ConnectError" in alert.last_error
+
+
+def test_metrics_exposition(client, fleet, app, create_user, api_headers, create_institution):
+    observe(app)
+    response = client.get("/metrics", headers=fleet[1])
+    assert response.status_code == 200
+    families = {f.name: f for f in text_string_to_metric_families(response.get_data(as_text=True))}
+    up = [s for s in families["hubfleet_hub_up"].samples]
+    assert sorted(s.labels["hub"] for s in up) == ["hub-0", "hub-1", "hub-2"] and {s.value for s in up} == {1.0}
+    assert "process_resident_memory_bytes" in {s.name for f in families.values() for s in f.samples}
+    assert {s.labels["hub"]: s.value for s in families["hubfleet_hub_running_servers"].samples}["hub-2"] == 2
+    assert client.get("/metrics").status_code == 401
+    admin = api_headers(create_user("institution_admin", institution=create_institution("south")))
+    assert client.get("/metrics", headers=admin).status_code == 403
+
+
+def test_charts_and_retention(app, fleet, client, login, create_user):
+    observe(app, 2)
+    series = monitoring.series([hub("hub-2").id])
+    [(_, chart)] = series.items()
+    assert chart["running"][-1] == 2 and len(chart["active"]) == 24
+    login(client, create_user("operator"))
+    page = client.get("/").get_data(as_text=True)
+    assert page.count('<svg class="spark"') == 6  # two charts per hub
+    # two days later: raw samples are folded into hourly ones, and a month later they are gone
+    old = utcnow() - timedelta(days=2)
+    db.session.execute(db.update(HubSample).values(at=old))
+    db.session.commit()
+    monitoring.compact()
+    assert {r for (r,) in db.session.execute(db.select(HubSample.resolution))} == {"hour"}
+    assert db.session.query(HubSample).count() == 3
+    monitoring.compact(now=utcnow() + timedelta(days=40))
+    assert db.session.query(HubSample).count() == 0
+
+
+def test_webhooks_page(client, fleet, create_user, login, create_institution):
+    login(client, create_user("operator"))
+    from tests.conftest import csrf_from
+
+    token = csrf_from(client.get("/alerts").get_data(as_text=True))
+    bad = client.post("/alerts/webhooks", data={"csrf_token": token, "url": "ftp://x"})
+    assert bad.status_code == 422 and 'id="url-error"' in bad.get_data(as_text=True)
+    assert client.post("/alerts/webhooks", data={"csrf_token": token, "url": "https://hooks.example.edu/x",
+                                                 "institution": "north"}).status_code == 302
+    assert "https://hooks.example.edu/x" in client.get("/alerts").get_data(as_text=True)

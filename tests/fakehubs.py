@@ -1,0 +1,139 @@
+"""Many small HTTP servers on loopback that answer like JupyterHub's /hub/health, /hub/api/ and /hub/metrics.
+
+A stand-in for a fleet of real hubs where the point is the console's side (probing 1,000 hubs, alerting), which
+real JupyterHub processes could not provide at that count on one machine.  Each endpoint has a mode:
+``ok``; ``slow`` (answers after ``delay`` seconds); ``blackhole`` (accepts, never answers); ``error`` (503);
+``refused`` (nothing listens).  Modes can be changed while running.
+"""
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+
+METRICS = """# HELP jupyterhub_running_servers the number of user servers currently running
+# TYPE jupyterhub_running_servers gauge
+jupyterhub_running_servers {running}
+# HELP jupyterhub_total_users total number of users
+# TYPE jupyterhub_total_users gauge
+jupyterhub_total_users {users}
+# HELP jupyterhub_active_users number of users who were active in the given time period
+# TYPE jupyterhub_active_users gauge
+jupyterhub_active_users{{period="24h"}} {active}
+jupyterhub_active_users{{period="7d"}} {active}
+jupyterhub_active_users{{period="30d"}} {users}
+# HELP jupyterhub_server_spawn_duration_seconds time taken for server spawning operation
+# TYPE jupyterhub_server_spawn_duration_seconds histogram
+jupyterhub_server_spawn_duration_seconds_bucket{{le="+Inf",status="success"}} {spawns}
+jupyterhub_server_spawn_duration_seconds_count{{status="success"}} {spawns}
+jupyterhub_server_spawn_duration_seconds_sum{{status="success"}} 12.5
+jupyterhub_server_spawn_duration_seconds_bucket{{le="+Inf",status="failure"}} {failures}
+jupyterhub_server_spawn_duration_seconds_count{{status="failure"}} {failures}
+jupyterhub_server_spawn_duration_seconds_sum{{status="failure"}} 1.0
+"""
+
+
+def free_ports(count: int) -> list[int]:
+    sockets, ports = [], []
+    for _ in range(count):
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        sockets.append(sock)
+        ports.append(sock.getsockname()[1])
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+class FakeHubs:
+    def __init__(self, count: int, delay: float = 1.0):
+        self.ports = free_ports(count)
+        self.modes = {port: "ok" for port in self.ports}
+        self.delay = delay
+        self.failures = {port: 0 for port in self.ports}
+        self.requests = 0
+        self._loop = asyncio.new_event_loop()
+        self._servers: dict[int, asyncio.Server] = {}
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://127.0.0.1:{port}/" for port in self.ports]
+
+    def __enter__(self) -> FakeHubs:
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._start_all(), self._loop).result(60)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        asyncio.run_coroutine_threadsafe(self._stop_all(), self._loop).result(60)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+        self._loop.close()
+
+    def set_mode(self, port: int, mode: str) -> None:
+        asyncio.run_coroutine_threadsafe(self._set_mode(port, mode), self._loop).result(10)
+
+    async def _set_mode(self, port: int, mode: str) -> None:
+        self.modes[port] = mode
+        if mode == "refused" and port in self._servers:
+            server = self._servers.pop(port)
+            server.close()
+            await server.wait_closed()
+        elif mode != "refused" and port not in self._servers:
+            await self._listen(port)
+
+    async def _start_all(self) -> None:
+        for port in self.ports:
+            await self._listen(port)
+
+    async def _stop_all(self) -> None:
+        # Connections still held open (blackholes, slow answers) end here, before the loop stops.
+        handlers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        for server in self._servers.values():
+            server.close()
+        for server in self._servers.values():
+            await server.wait_closed()
+        self._servers.clear()
+
+    async def _listen(self, port: int) -> None:
+        self._servers[port] = await asyncio.start_server(
+            lambda r, w, port=port: self._handle(port, r, w), "127.0.0.1", port, reuse_address=True)
+
+    async def _handle(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            request = await reader.readline()
+            while (await reader.readline()).strip():
+                pass
+            self.requests += 1
+            mode = self.modes[port]
+            if mode == "blackhole":
+                await asyncio.sleep(3600)
+            if mode == "slow":
+                await asyncio.sleep(self.delay)
+            path = request.split(b" ")[1].decode() if request.count(b" ") >= 2 else "/"
+            status, body, kind = 200, "", "application/json"
+            if mode == "error":
+                status, body = 503, '{"status": 503}'
+            elif path.startswith("/hub/health"):
+                body = "{}"
+            elif path.startswith("/hub/api/"):
+                body = '{"version": "5.3.0"}'
+            elif path.startswith("/hub/metrics"):
+                index = self.ports.index(port)
+                body = METRICS.format(running=index % 7, users=20 + index % 50, active=index % 13,
+                                      spawns=100 + index, failures=self.failures[port])
+                kind = "text/plain; version=0.0.4"
+            else:
+                status, body = 404, "{}"
+            data = body.encode()
+            writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n"
+                         f"Connection: close\r\n\r\n".encode() + data)
+            await writer.drain()
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
