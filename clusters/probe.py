@@ -87,15 +87,26 @@ async def _probe(client: httpx.AsyncClient, target: Target, timeout: float) -> P
 
 
 async def _sweep(targets: list[Target], concurrency: int, timeout: float) -> list[ProbeResult]:
-    slots = asyncio.Semaphore(concurrency)
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=0)
+    """``concurrency`` workers, each with its own small HTTP client, take hubs from one queue.
 
-    async with httpx.AsyncClient(timeout=timeout, limits=limits) as client:
-        async def one(target: Target) -> ProbeResult:
-            async with slots:
-                return await _probe(client, target, timeout)
+    One client per worker keeps every connection pool tiny: a single client with a connection per hub spends more
+    time managing its pool than probing once there are hundreds of hubs.
+    """
+    queue: asyncio.Queue[tuple[int, Target]] = asyncio.Queue()
+    for index, target in enumerate(targets):
+        queue.put_nowait((index, target))
+    results: list[ProbeResult | None] = [None] * len(targets)
+    tls = httpx.create_ssl_context()  # built once, shared: building one per client is slow
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
 
-        return await asyncio.gather(*(one(t) for t in targets))
+    async def work() -> None:
+        async with httpx.AsyncClient(timeout=timeout, limits=limits, verify=tls) as client:
+            while not queue.empty():
+                index, target = queue.get_nowait()
+                results[index] = await _probe(client, target, timeout)
+
+    await asyncio.gather(*(work() for _ in range(min(concurrency, len(targets)))))
+    return results
 
 
 def sweep(targets: list[Target], concurrency: int = 64, timeout: float = 2.0) -> list[ProbeResult]:

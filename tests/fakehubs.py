@@ -105,35 +105,35 @@ class FakeHubs:
 
     async def _handle(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
-            request = await reader.readline()
-            while (await reader.readline()).strip():
-                pass
-            self.requests += 1
-            mode = self.modes[port]
-            if mode == "blackhole":
-                await asyncio.sleep(3600)
-            if mode == "slow":
-                await asyncio.sleep(self.delay)
-            path = request.split(b" ")[1].decode() if request.count(b" ") >= 2 else "/"
-            status, body, kind = 200, "", "application/json"
-            if mode == "error":
-                status, body = 503, '{"status": 503}'
-            elif path.startswith("/hub/health"):
-                body = "{}"
-            elif path.startswith("/hub/api/"):
-                body = '{"version": "5.3.0"}'
-            elif path.startswith("/hub/metrics"):
-                index = self.ports.index(port)
-                body = METRICS.format(running=index % 7, users=20 + index % 50, active=index % 13,
-                                      spawns=100 + index, failures=self.failures[port])
-                kind = "text/plain; version=0.0.4"
-            else:
-                status, body = 404, "{}"
-            data = body.encode()
-            writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n"
-                         f"Connection: close\r\n\r\n".encode() + data)
-            await writer.drain()
+            while request := await reader.readline():  # keep-alive: several requests per connection
+                while (await reader.readline()).strip():
+                    pass
+                self.requests += 1
+                mode = self.modes[port]
+                if mode == "blackhole":
+                    await asyncio.sleep(3600)
+                if mode == "slow":
+                    await asyncio.sleep(self.delay)
+                status, body, kind = self._answer(port, mode, request)
+                data = body.encode()
+                writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n"
+                             f"\r\n".encode() + data)
+                await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
             writer.close()
+
+    def _answer(self, port: int, mode: str, request: bytes) -> tuple[int, str, str]:
+        path = request.split(b" ")[1].decode() if request.count(b" ") >= 2 else "/"
+        if mode == "error":
+            return 503, '{"status": 503}', "application/json"
+        if path.startswith("/hub/health"):
+            return 200, "{}", "application/json"
+        if path.startswith("/hub/api/"):
+            return 200, '{"version": "5.3.0"}', "application/json"
+        if path.startswith("/hub/metrics"):
+            index = self.ports.index(port)
+            return 200, METRICS.format(running=index % 7, users=20 + index % 50, active=index % 13,
+                                       spawns=100 + index, failures=self.failures[port]), "text/plain; version=0.0.4"
+        return 404, "{}", "application/json"
