@@ -18,6 +18,10 @@ The returned state is stored in the console's database in the clear: it must nev
 ``restart(spec, state) -> state``
     Stop and start the hub; safe to call twice.
 
+``backup(state, name) -> str`` / ``restore(state, backup)``
+    Copy the hub's database aside (while it runs) and put a copy back (the hub is stopped first; the next
+    ``deploy`` starts it).  Used around upgrades, since a newer JupyterHub migrates its database.
+
 ``stop(state)``
     Stop the hub but keep everything it needs to start again (its database, users' files); a later ``deploy``
     starts it.  Safe to call twice.
@@ -49,6 +53,7 @@ class HubSpec:
     slug: str
     institution: str
     release: str = "default"
+    jupyterhub_version: str | None = None  # None: whatever the backend runs by default
     # JupyterHub configuration as traitlets sections: {"JupyterHub": {...}, "Authenticator": {...}}.
     config: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -74,6 +79,10 @@ class Backend(Protocol):
     def restart(self, spec: HubSpec, state: dict, log: Log) -> dict: ...
 
     def stop(self, state: dict, log: Log) -> None: ...
+
+    def backup(self, state: dict, name: str, log: Log) -> str: ...
+
+    def restore(self, state: dict, backup: str, log: Log) -> None: ...
 
     def remove(self, state: dict, log: Log) -> None: ...
 

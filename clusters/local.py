@@ -22,6 +22,7 @@ import secrets
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -31,6 +32,7 @@ import httpx
 import psutil
 
 from clusters.base import BackendError, HubSpec, HubStatus, Log, register
+from clusters.environments import EnvironmentError_, python_for
 
 MARKER = "HUBFLEET_HUB_DIR"
 SERVICE_NAME = "hubfleet"
@@ -72,14 +74,15 @@ class LocalBackend:
 
     def __init__(self, root: str, port_range: tuple[int, int] | list[int] = (18000, 18999), ip: str = "127.0.0.1",
                  python: str | None = None, proxy_command: str | None = None, start_timeout: int = 60,
-                 singleuser_cmd: list[str] | None = None):
+                 singleuser_cmd: list[str] | None = None, environments: str | None = None):
         self.root = Path(root)
         self.port_range = (int(port_range[0]), int(port_range[1]))
         self.ip = ip
         self.python = python or sys.executable
         self.proxy_command = proxy_command or _default_proxy_command()
         self.start_timeout = start_timeout
-        self.singleuser_cmd = list(singleuser_cmd or [self.python, "-m", "jupyterhub.singleuser"])
+        self.singleuser_cmd = singleuser_cmd
+        self.environments = Path(environments) if environments else self.root.parent / "environments"
 
     # -- paths and processes ------------------------------------------------------------------------------------
 
@@ -163,7 +166,8 @@ class LocalBackend:
 
     # -- rendering ------------------------------------------------------------------------------------------------
 
-    def _settings(self, spec: HubSpec, hub_dir: Path, ports: dict[str, int], token: str, check_token: str) -> dict:
+    def _settings(self, spec: HubSpec, hub_dir: Path, ports: dict[str, int], token: str, check_token: str,
+                  python: str) -> dict:
         settings = {section: dict(values) for section, values in spec.config.items()}
 
         def put(section: str, **values):
@@ -191,12 +195,21 @@ class LocalBackend:
         spawner_args = list(settings.get("Spawner", {}).get("args", []))
         if os.geteuid() == 0 and "--allow-root" not in spawner_args:
             spawner_args.append("--allow-root")
-        put("Spawner", cmd=self.singleuser_cmd, args=spawner_args,
+        put("JupyterHub", upgrade_db=True)  # a newer release migrates the database (backed up before, see backup())
+        put("Spawner", cmd=self.singleuser_cmd or [python, "-m", "jupyterhub.singleuser"], args=spawner_args,
             environment={**settings.get("Spawner", {}).get("environment", {}), MARKER: str(hub_dir)})
         put("SimpleLocalProcessSpawner", home_dir_template=str(hub_dir / "home" / "{username}"))
         return settings
 
-    def _write_settings(self, spec: HubSpec, hub_dir: Path) -> tuple[dict, bool]:
+    def _python(self, spec: HubSpec, log: Log) -> str:
+        if spec.jupyterhub_version is None:
+            return self.python
+        try:
+            return python_for(spec.jupyterhub_version, self.environments, log)
+        except EnvironmentError_ as exc:
+            raise BackendError(str(exc)) from None
+
+    def _write_settings(self, spec: HubSpec, hub_dir: Path, python: str) -> tuple[dict, bool]:
         """Write settings.json for ``spec``; returns (ports, changed)."""
         hub_dir.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(Path(__file__).with_name("local_jupyterhub_config.py"), hub_dir / "jupyterhub_config.py")
@@ -204,7 +217,8 @@ class LocalBackend:
         token = self._read_token(hub_dir) or secrets.token_hex(32)
         check_token = self._read_token(hub_dir, CHECK_SERVICE) or secrets.token_hex(32)
         settings_file = hub_dir / "settings.json"
-        new = json.dumps(self._settings(spec, hub_dir, ports, token, check_token), indent=1, sort_keys=True)
+        new = json.dumps(self._settings(spec, hub_dir, ports, token, check_token, python), indent=1,
+                         sort_keys=True)
         old = settings_file.read_text() if settings_file.exists() else None
         if new != old:
             fd = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -230,21 +244,41 @@ class LocalBackend:
 
     def deploy(self, spec: HubSpec, state: dict, log: Log) -> dict:
         hub_dir = self.hub_dir(spec.slug)
-        ports, changed = self._write_settings(spec, hub_dir)
+        python = self._python(spec, log)
+        ports, changed = self._write_settings(spec, hub_dir, python)
         main = self._main_process(hub_dir)
         if main and not changed:
             log(f"JupyterHub already running for {spec.slug} (pid {main.pid}); adopting it")
             return self._state(hub_dir, ports, main.pid)
         if main:
             log("configuration changed; restarting JupyterHub")
-        return self._start(hub_dir, ports, log)
+        return self._start(hub_dir, ports, python, log)
 
     def restart(self, spec: HubSpec, state: dict, log: Log) -> dict:
         hub_dir = self.hub_dir(spec.slug)
-        ports, _ = self._write_settings(spec, hub_dir)
-        return self._start(hub_dir, ports, log)
+        python = self._python(spec, log)
+        ports, _ = self._write_settings(spec, hub_dir, python)
+        return self._start(hub_dir, ports, python, log)
 
-    def _start(self, hub_dir: Path, ports: dict[str, int], log: Log) -> dict:
+    def backup(self, state: dict, name: str, log: Log) -> str:
+        hub_dir = self._dir_of(state)
+        database = hub_dir / "jupyterhub.sqlite"
+        target = hub_dir / "backups" / f"{name}.sqlite"
+        target.parent.mkdir(exist_ok=True)
+        # SQLite's online backup: consistent even while JupyterHub writes
+        with contextlib.closing(sqlite3.connect(database)) as source, \
+                contextlib.closing(sqlite3.connect(target)) as copy:
+            source.backup(copy)
+        log(f"backed up the hub's database to {target}")
+        return str(target)
+
+    def restore(self, state: dict, backup: str, log: Log) -> None:
+        hub_dir = self._dir_of(state)
+        self._stop(hub_dir, log)
+        shutil.copyfile(backup, hub_dir / "jupyterhub.sqlite")
+        log(f"restored the hub's database from {backup}")
+
+    def _start(self, hub_dir: Path, ports: dict[str, int], python: str, log: Log) -> dict:
         self._stop(hub_dir, log)  # a proxy left by a killed hub would hold the ports
         busy = [p for p in ports.values() if not self._wait_port_free(p)]
         if busy:
@@ -256,7 +290,7 @@ class LocalBackend:
         env.pop("JUPYTERHUB_API_TOKEN", None)
         with open(hub_dir / "hub.log", "ab") as out:
             proc = subprocess.Popen(
-                [self.python, "-m", "jupyterhub", "-f", str(hub_dir / "jupyterhub_config.py")],
+                [python, "-m", "jupyterhub", "-f", str(hub_dir / "jupyterhub_config.py")],
                 cwd=hub_dir, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                 start_new_session=True)  # its own process group: a console exit or Ctrl-C does not reach it
         _children[str(hub_dir)] = proc

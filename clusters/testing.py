@@ -36,6 +36,7 @@ class FakeBackend:
             time.sleep(self.delay)
         log(f"deployed {spec.slug}")
         return {"deployed": True, "url": f"http://{spec.slug}.fake.invalid/", "config": self.fingerprint(spec),
+                "version": spec.jupyterhub_version or "fake",
                 "restarts": state.get("restarts", 0)}
 
     def restart(self, spec: HubSpec, state: dict, log: Log) -> dict:
@@ -45,13 +46,20 @@ class FakeBackend:
     def stop(self, state: dict, log: Log) -> None:
         log("stopped")
 
+    def backup(self, state: dict, name: str, log: Log) -> str:
+        log(f"backed up as {name}")
+        return name
+
+    def restore(self, state: dict, backup: str, log: Log) -> None:
+        log(f"restored {backup}")
+
     def remove(self, state: dict, log: Log) -> None:
         log("removed")
 
     def status(self, state: dict) -> HubStatus:
         if not state.get("deployed"):
             return HubStatus(running=False, ready=False, message="not deployed")
-        return HubStatus(running=True, ready=True, url=state["url"], version="fake", users=0)
+        return HubStatus(running=True, ready=True, url=state["url"], version=state.get("version", "fake"), users=0)
 
     def api_url(self, state: dict) -> str | None:
         return state.get("url")

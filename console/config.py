@@ -28,6 +28,7 @@ DEFAULTS = {
     "LOCAL_PORT_RANGE": [18000, 18999],
     "LOCAL_HUB_IP": "127.0.0.1",
     "TERRAFORM_BIN": "terraform",
+    "RELEASE_ENVIRONMENTS": None,  # where local hubs' JupyterHub versions are installed; default <data dir>/environments
     # None: state in each workspace's directory; or {"type": "s3"|"gcs"|"azurerm", "config": {...}}
     "TERRAFORM_BACKEND": None,
     # Third-party settings derived from ours below.
@@ -58,6 +59,7 @@ def load(app, test_config: dict | None) -> None:
     if not app.config["DATABASE_URL"]:
         app.config["DATABASE_URL"] = f"sqlite:///{data_dir / 'hubfleet.sqlite'}"
     app.config["SQLALCHEMY_DATABASE_URI"] = app.config["DATABASE_URL"]
+    app.config["RELEASE_ENVIRONMENTS"] = app.config["RELEASE_ENVIRONMENTS"] or str(data_dir / "environments")
     if app.config["DATABASE_URL"].startswith("sqlite"):
         app.config.setdefault("SQLALCHEMY_ENGINE_OPTIONS", {"connect_args": {"timeout": 30}})
     if not app.config["SECRET_KEY"]:

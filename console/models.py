@@ -35,6 +35,8 @@ class Institution(db.Model):
     environment: Mapped[dict] = mapped_column(JSON, default=dict)
     policy: Mapped[dict] = mapped_column(JSON, default=dict)
     config_updated_at: Mapped[datetime | None]
+    # Times its hubs must not be touched: [{"start": ISO, "end": ISO, "reason": ...}], UTC.
+    blackouts: Mapped[list] = mapped_column(JSON, default=list)
 
 
 class ConfigDraft(db.Model):
@@ -69,6 +71,20 @@ class Cluster(db.Model):
     kubeconfig: Mapped[str] = mapped_column(Text, default="")
 
 
+class Release(db.Model):
+    """A platform release: a JupyterHub version (local: its own environment; Kubernetes: chart and hub image)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    jupyterhub_version: Mapped[str] = mapped_column(String(40))
+    chart_version: Mapped[str] = mapped_column(String(40), default="")
+    hub_image: Mapped[str] = mapped_column(String(300), default="")
+    channel: Mapped[str] = mapped_column(String(20), default="stable")
+    config: Mapped[dict] = mapped_column(JSON, default=dict)  # a default config layer: {"environment": {...}}
+    notes: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Hub(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     slug: Mapped[str] = mapped_column(String(63))
@@ -87,6 +103,12 @@ class Hub(db.Model):
     status_message: Mapped[str] = mapped_column(Text, default="")
     observed_at: Mapped[datetime | None]
     health_since: Mapped[datetime | None]
+    # Releases: the hub runs ``release``; it follows ``channel`` unless ``pinned``; canaries go first in rollouts.
+    release_id: Mapped[int | None] = mapped_column(ForeignKey("release.id"))
+    previous_release_id: Mapped[int | None] = mapped_column(ForeignKey("release.id"))
+    channel: Mapped[str] = mapped_column(String(20), default="stable")
+    pinned: Mapped[bool] = mapped_column(default=False)
+    canary: Mapped[bool] = mapped_column(default=False)
     running_servers: Mapped[int | None]
     active_users: Mapped[int | None]  # in the last 24 h
     probe_seconds: Mapped[float | None]
@@ -97,6 +119,7 @@ class Hub(db.Model):
 
     institution: Mapped[Institution] = relationship(lazy="joined", innerjoin=True)
     cluster: Mapped[Cluster] = relationship(lazy="joined", innerjoin=True)
+    release: Mapped[Release | None] = relationship(foreign_keys=[release_id], lazy="joined")
 
     __table_args__ = (
         # A slug names one live hub; a deleted hub's slug may be used again.
@@ -217,5 +240,39 @@ class Alert(db.Model):
     notified_at: Mapped[datetime | None]
     recovery_notified_at: Mapped[datetime | None]
     last_error: Mapped[str] = mapped_column(Text, default="")
+
+    hub: Mapped[Hub] = relationship(lazy="joined", innerjoin=True)
+
+
+class Rollout(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    release_id: Mapped[int] = mapped_column(ForeignKey("release.id"))
+    target: Mapped[dict] = mapped_column(JSON, default=dict)  # {"channel"|"institution"|"hubs": ...}
+    state: Mapped[str] = mapped_column(String(20), default="planned")  # planned running paused halted aborted done
+    max_unavailable: Mapped[int] = mapped_column(default=1)
+    gate_seconds: Mapped[int] = mapped_column(default=30)
+    synthetic_check: Mapped[bool] = mapped_column(default=False)
+    current_wave: Mapped[int] = mapped_column(default=0)
+    gate_started_at: Mapped[datetime | None]
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+
+    release: Mapped[Release] = relationship(lazy="joined", innerjoin=True)
+    hubs: Mapped[list[RolloutHub]] = relationship(order_by="RolloutHub.id", lazy="select",
+                                                  cascade="all, delete-orphan")
+
+
+class RolloutHub(db.Model):
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rollout_id: Mapped[int] = mapped_column(ForeignKey("rollout.id"), index=True)
+    hub_id: Mapped[int] = mapped_column(ForeignKey("hub.id"))
+    wave: Mapped[int]
+    # pending deferred upgrading upgraded failed rolled_back skipped
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    operation_id: Mapped[int | None] = mapped_column(ForeignKey("operation.id"))
+    check_operation_id: Mapped[int | None] = mapped_column(ForeignKey("operation.id"))
+    note: Mapped[str] = mapped_column(Text, default="")
 
     hub: Mapped[Hub] = relationship(lazy="joined", innerjoin=True)

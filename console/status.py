@@ -23,6 +23,13 @@ BADGES: dict[str, dict[str, tuple[str, str]]] = {
         "destroying": ("Destroying", "blue"),
         "destroyed": ("Destroyed", "grey"),
     },
+    "rollout": {
+        "planned": ("Planned", "grey"), "running": ("Running", "blue"), "paused": ("Paused", "amber"),
+        "halted": ("Halted", "red"), "aborted": ("Aborted", "grey"), "done": ("Done", "green"),
+        "pending": ("Pending", "grey"), "deferred": ("Deferred (blackout)", "amber"),
+        "upgrading": ("Upgrading", "blue"), "upgraded": ("Upgraded", "green"),
+        "rolling_back": ("Rolling back", "amber"), "rolled_back": ("Rolled back", "red"), "failed": ("Failed", "red"),
+    },
     "operation": {
         QUEUED: ("Queued", "grey"),
         RUNNING: ("Running", "blue"),

@@ -19,11 +19,11 @@ from clusters.synthetic import CHECK_USER, run_check
 from infra.runner import TerraformError, WorkspaceBusy
 
 from console.extensions import db
-from console.models import Hub, Operation, utcnow
+from console.models import Hub, Operation, Release, utcnow
 from console.services import clusters as cluster_service
 from console.services import config as config_service
 from console.services import hubs as hub_service
-from console.services import monitoring, operations
+from console.services import monitoring, operations, releases
 from console.status import DOWN, HEALTHY
 
 logger = logging.getLogger(__name__)
@@ -60,6 +60,7 @@ class Worker:
             while not stop.is_set():
                 try:
                     worked = self.run_once()
+                    releases.advance()
                     if time.monotonic() >= next_observe:
                         self.observe()
                         next_observe = time.monotonic() + self.observe_every
@@ -201,6 +202,46 @@ class Worker:
         db.session.commit()
         log(f"hub is healthy at {status.url} (JupyterHub {status.version})")
 
+    def upgrade(self, op: Operation, log) -> None:
+        """Move a hub to the release its spec names: back up its database, deploy, wait until healthy.
+
+        On failure, restore the backup and the previous release, and fail saying so.  Re-claimed after a crash,
+        it carries on from where the hub is (the backup is taken once).
+        """
+        hub = op.hub
+        target = db.session.get(Release, (hub.spec or {}).get("upgrade_to"))
+        if target is None:
+            raise OperationFailed("the hub's spec names no release to upgrade to")
+        backend = hub_service.backend_for(hub.cluster)
+        if hub.release_id != target.id:
+            hub.previous_release_id = hub.release_id
+            backup = backend.backup(hub.backend_state or {}, f"before-{target.name}-op{op.id}", log) \
+                if hub.backend_state else None
+            hub.spec = {**hub.spec, "backup": backup}
+            hub.release_id = target.id
+            db.session.commit()
+        previous = db.session.get(Release, hub.previous_release_id) if hub.previous_release_id else None
+        log(f"upgrading {hub.slug} to {target.name} (JupyterHub {target.jupyterhub_version})")
+        try:
+            self.ensure_running(op, log, event="upgrade")
+        except (BackendError, OperationFailed) as exc:
+            db.session.rollback()
+            log(f"upgrade failed: {exc}")
+            self.roll_back(op, log)
+            raise OperationFailed(f"upgrade to {target.name} failed ({exc}); rolled back to "
+                                  f"{previous.name if previous else 'the platform default'}") from None
+
+    def roll_back(self, op: Operation, log) -> None:
+        """Put the hub back on its previous release with the database it had before the upgrade."""
+        hub = op.hub
+        previous = db.session.get(Release, hub.previous_release_id) if hub.previous_release_id else None
+        log(f"rolling back {hub.slug} to {previous.name if previous else 'the platform default'}")
+        if (hub.spec or {}).get("backup"):
+            hub_service.backend_for(hub.cluster).restore(hub.backend_state or {}, hub.spec["backup"], log)
+        hub.release_id = hub.previous_release_id
+        db.session.commit()
+        self.ensure_running(op, log, event="upgrade")
+
     def synthetic_check(self, op: Operation, log) -> None:
         hub = op.hub
         backend = hub_service.backend_for(hub.cluster)
@@ -273,6 +314,8 @@ HANDLERS = {
     "reconfigure": lambda worker, op, log: worker.ensure_running(op, log, event="reconfigure"),
     "delete": Worker.ensure_deleted,
     "synthetic-check": Worker.synthetic_check,
+    "upgrade": Worker.upgrade,
+    "rollback": Worker.roll_back,
     "cluster-plan": Worker.cluster_plan,
     "cluster-apply": Worker.cluster_apply,
     "cluster-destroy": Worker.cluster_destroy,

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import tempfile
+from pathlib import Path
 import re
 
 import pytest
@@ -59,6 +61,9 @@ def config(tmp_path, database_url):
         "LEASE_SECONDS": 3,
         "HUB_START_TIMEOUT": 60,
         "LOCAL_PORT_RANGE": [21000, 21999],
+        # JupyterHub versions installed for release tests are kept across tests and runs
+        "RELEASE_ENVIRONMENTS": os.environ.get("HUBFLEET_TEST_ENVIRONMENTS",
+                                               str(Path(tempfile.gettempdir()) / "hubfleet-test-environments")),
     }
 
 

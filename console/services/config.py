@@ -8,7 +8,7 @@ import yaml
 from clusters.base import HubSpec
 from tenants.auth import SECRET_FIELDS, validate_auth
 from tenants.environment import validate_environment
-from tenants.layering import RELEASE_DEFAULTS, layered
+from tenants.layering import RELEASE_DEFAULTS, deep_merge, layered
 from tenants.policy import DEFAULT_POLICY, validate_policy
 from tenants.render import MASK, mask_secrets, render_local, render_z2jh
 from werkzeug.exceptions import BadRequest, Forbidden
@@ -122,16 +122,25 @@ def effective(hub: Hub, institution_layer: dict | None = None) -> tuple[dict, di
     layer = institution_layer if institution_layer is not None else {
         "auth": institution.auth or None, "environment": institution.environment or {},
         "secrets": decrypt_json(institution.auth_secrets)}
-    config = layered(None, (hub.cluster.settings or {}).get("defaults"),
+    release_env = ((hub.release.config or {}).get("environment") or {}) if hub.release else {}
+    release_layer = {**RELEASE_DEFAULTS, "environment": deep_merge(RELEASE_DEFAULTS["environment"], release_env)}
+    config = layered(release_layer, (hub.cluster.settings or {}).get("defaults"),
                      {"auth": layer["auth"], "environment": layer["environment"]}, (hub.spec or {}).get("overrides"))
     secrets = layer["secrets"] if layer["auth"] else {}
     return config, secrets
 
 
 def hub_spec(hub: Hub) -> HubSpec:
-    """What the backend gets: the hub's effective config rendered for its target, secrets included."""
-    return HubSpec(slug=hub.slug, institution=hub.institution.slug, release=(hub.spec or {}).get("release", "default"),
-                   config=render(hub, target_of(hub), masked=False))
+    """What the backend gets: the hub's effective config rendered for its target, secrets included.
+
+    The hub's release adds its JupyterHub version and, for local hubs, its own JupyterHub settings on top.
+    """
+    release = hub.release
+    config = render(hub, target_of(hub), masked=False)
+    if release is not None and target_of(hub) == "local":
+        config = deep_merge(config, (release.config or {}).get("jupyterhub") or {})
+    return HubSpec(slug=hub.slug, institution=hub.institution.slug, release=release.name if release else "default",
+                   jupyterhub_version=release.jupyterhub_version if release else None, config=config)
 
 
 def target_of(hub: Hub) -> str:

@@ -5,11 +5,13 @@ import re
 
 from clusters import lifecycle
 from clusters.base import Backend, get_backend
+from flask import current_app
 from werkzeug.exceptions import Forbidden
 
 from console.extensions import db
 from console.models import Cluster, Hub, Institution, Operation, User, utcnow
 from console.services import FieldErrors, audit, operations, scope
+from console.services.releases import newest_release
 
 SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
 SLUG_RULE = "3 to 40 characters: lower-case letters, digits and hyphens, starting with a letter"
@@ -31,7 +33,10 @@ def list_hubs(user: User, institution: Institution | None = None) -> list[Hub]:
 
 
 def backend_for(cluster: Cluster) -> Backend:
-    return get_backend(cluster.backend, **(cluster.settings or {}))
+    settings = dict(cluster.settings or {})
+    if cluster.backend == "local":
+        settings.setdefault("environments", current_app.config["RELEASE_ENVIRONMENTS"])
+    return get_backend(cluster.backend, **settings)
 
 
 def create_hub(user: User, slug: str | None, institution: str | None, cluster: str | None) -> Operation:
@@ -67,7 +72,7 @@ def create_hub(user: User, slug: str | None, institution: str | None, cluster: s
     if errors:
         raise FieldErrors(errors)
     hub = Hub(slug=slug, institution=inst, cluster=clus, desired="running", state=lifecycle.REQUESTED,
-              spec={"release": "default"})
+              spec={}, channel="stable", release=newest_release("stable"))
     db.session.add(hub)
     op = operations.enqueue(hub, "create", user.email)
     audit(user.email, "hub.create", slug, inst.id, cluster=clus.name)

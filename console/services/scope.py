@@ -9,7 +9,7 @@ from sqlalchemy import Select
 from werkzeug.exceptions import NotFound
 
 from console.extensions import db
-from console.models import Cluster, Hub, Institution, Operation, User
+from console.models import Cluster, Hub, Institution, Operation, Rollout, User
 
 
 def _limit(query: Select, user: User, institution_column) -> Select:
@@ -55,6 +55,12 @@ def get_operation(user: User, operation_id: int) -> Operation:
 
 def get_cluster(user: User, name: str) -> Cluster:
     return _one(clusters(user).where(Cluster.name == name), "cluster")
+
+
+def get_rollout(user: User, rollout_id: int) -> Rollout:
+    """Rollouts are the operators' alone."""
+    query = db.select(Rollout).where(Rollout.id == rollout_id)
+    return _one(query if user.is_operator else query.where(db.false()), "rollout")
 
 
 def get_institution(user: User, slug: str) -> Institution:

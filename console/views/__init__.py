@@ -4,13 +4,14 @@
 def register(app, api) -> None:
     from console.extensions import csrf
     from console.views import api as api_views
-    from console.views import auth, clusters, fleet, institutions, monitoring
+    from console.views import auth, clusters, fleet, institutions, monitoring, releases
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(fleet.bp)
     app.register_blueprint(institutions.bp)
     app.register_blueprint(clusters.bp)
     app.register_blueprint(monitoring.bp)
+    app.register_blueprint(releases.bp)
     csrf.exempt(api_views.blp)  # bearer tokens only; a browser's cookie never authenticates the API
     api.register_blueprint(api_views.blp)
 

@@ -5,11 +5,12 @@ from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from console.extensions import db
-from console.models import Cluster, Institution
+from console.models import Cluster, Institution, Release, Rollout
 from console.security import require_operator
 from console.services import clusters as cluster_service
 from console.services import config as config_service
-from console.services import scope
+from console.services import FieldErrors, scope
+from console.services import releases as release_service
 from console.services import hubs as hub_service
 
 blp = Blueprint("api", __name__, url_prefix="/api/v1", description="Hubs and their operations")
@@ -282,3 +283,117 @@ class ClusterApply(MethodView):
     def post(self, name):
         """Approve the reviewed plan: queues its apply."""
         return {"operation": cluster_service.approve(g.user, scope.get_cluster(g.user, name)).id}
+
+
+class ReleaseSchema(Schema):
+    name = fields.String(required=True)
+    jupyterhub_version = fields.String(required=True)
+    channel = fields.String(load_default="stable")
+    chart_version = fields.String(load_default="")
+    hub_image = fields.String(load_default="")
+    config = fields.Dict(load_default=dict, metadata={"description": '{"environment": {...}, "jupyterhub": {...}}'})
+    notes = fields.String(load_default="")
+    created_at = fields.DateTime(dump_only=True)
+
+
+class RolloutHubSchema(Schema):
+    hub = fields.String(attribute="hub.slug")
+    wave = fields.Integer()
+    state = fields.String(metadata={"description": "pending, deferred, upgrading, upgraded, rolling_back, "
+                                                   "rolled_back, failed"})
+    release = fields.String(attribute="hub.release.name", allow_none=True)
+    operation = fields.Integer(attribute="operation_id", allow_none=True)
+    note = fields.String()
+
+
+class RolloutSchema(Schema):
+    id = fields.Integer(dump_only=True)
+    release = fields.String(attribute="release.name", dump_only=True)
+    target = fields.Dict()
+    state = fields.String(dump_only=True)
+    current_wave = fields.Integer(dump_only=True)
+    max_unavailable = fields.Integer()
+    gate_seconds = fields.Integer()
+    synthetic_check = fields.Boolean()
+    reason = fields.String(dump_only=True)
+    hubs = fields.List(fields.Nested(RolloutHubSchema), dump_only=True)
+
+
+class RolloutCreateSchema(Schema):
+    release = fields.String(required=True)
+    target = fields.Dict(required=True, metadata={"description": '{"channel": ...}, {"institution": ...} or '
+                                                                 '{"hubs": [...]}'})
+    waves = fields.Integer(load_default=4)
+    max_unavailable = fields.Integer(load_default=1)
+    gate_seconds = fields.Integer(load_default=30)
+    synthetic_check = fields.Boolean(load_default=False)
+    start = fields.Boolean(load_default=False)
+
+
+class BlackoutSchema(Schema):
+    start = fields.String(required=True)
+    end = fields.String(required=True)
+    reason = fields.String(load_default="")
+
+
+@blp.route("/releases")
+class Releases(MethodView):
+    @blp.response(200, ReleaseSchema(many=True))
+    def get(self):
+        """Published releases, newest first."""
+        return db.session.execute(db.select(Release).order_by(Release.id.desc())).scalars().all()
+
+    @blp.arguments(ReleaseSchema)
+    @blp.response(201, ReleaseSchema)
+    def post(self, data):
+        """Publish a release (operators)."""
+        return release_service.create_release(g.user, data)
+
+
+@blp.route("/rollouts")
+class Rollouts(MethodView):
+    @blp.response(200, RolloutSchema(many=True))
+    def get(self):
+        """Rollouts, newest first (operators)."""
+        require_operator(g.user)
+        return db.session.execute(db.select(Rollout).order_by(Rollout.id.desc())).unique().scalars().all()
+
+    @blp.arguments(RolloutCreateSchema)
+    @blp.response(201, RolloutSchema)
+    def post(self, data):
+        """Plan a rollout (and start it with "start": true)."""
+        require_operator(g.user)
+        release = db.session.execute(db.select(Release).filter_by(name=data.pop("release"))).scalar_one_or_none()
+        if release is None:
+            raise FieldErrors({"release": "There is no such release."})
+        return release_service.create_rollout(g.user, release, **data)
+
+
+@blp.route("/rollouts/<int:rollout_id>")
+class RolloutItem(MethodView):
+    @blp.response(200, RolloutSchema)
+    def get(self, rollout_id):
+        """A rollout with every hub's state."""
+        return scope.get_rollout(g.user, rollout_id)
+
+
+@blp.route("/rollouts/<int:rollout_id>/<any(start,pause,resume,abort):action>")
+class RolloutControl(MethodView):
+    @blp.response(200, RolloutSchema)
+    def post(self, rollout_id, action):
+        """Start, pause, resume or abort."""
+        return release_service.control(g.user, scope.get_rollout(g.user, rollout_id), action)
+
+
+@blp.route("/institutions/<slug>/blackouts")
+class InstitutionBlackouts(MethodView):
+    @blp.response(200, BlackoutSchema(many=True))
+    def get(self, slug):
+        """Times the institution's hubs must not be touched (UTC)."""
+        return scope.get_institution(g.user, slug).blackouts or []
+
+    @blp.arguments(BlackoutSchema(many=True))
+    @blp.response(200, BlackoutSchema(many=True))
+    def put(self, windows, slug):
+        """Replace the blackout windows."""
+        return release_service.set_blackouts(g.user, scope.get_institution(g.user, slug), windows)

@@ -24,6 +24,10 @@ def fill(rule, hub_slug="x-hub", institution_slug="x-inst", operation_id=999999)
             values[name] = operation_id
         elif name == "name":
             values[name] = "x-cluster"
+        elif name == "rollout_id":
+            values[name] = 999999
+        elif name == "action":
+            values[name] = "start"
         elif name == "filename":
             values[name] = "htmx.min.js"
         else:
@@ -99,11 +103,13 @@ def test_institution_admin_gets_404_for_everything_of_another_institution(app, c
             continue
         path = _build(rule, {name: {"slug": other["institution"] if "/institutions/" in rule.rule
                                     else other["hub"], "operation_id": other["operation"],
-                                    "name": "fast"}[name]  # clusters are the operators' alone
+                                    "name": "fast", "rollout_id": 1, "action": "pause"}[name]
+                             # clusters and rollouts are the operators' alone
                              for name in rule.arguments})
         if path.startswith("/api/"):
             # A well-formed body, so that only the object's visibility decides the answer.
-            body = {"auth": {}, "environment": {}} if path.endswith("/config") else {}
+            body = {"auth": {}, "environment": {}} if path.endswith("/config") else \
+                [] if path.endswith("/blackouts") else {}
             query = {"confirm": "fast"} if method == "DELETE" and "/clusters/" in path else None
             response = client.open(path, method=method, headers=headers, json=body if method != "GET" else None,
                                    query_string=query)
