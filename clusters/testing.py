@@ -7,6 +7,9 @@ in-process worker or a separate ``hubfleet worker``.
 - ``fake-slow``: takes ``delay`` seconds to deploy (default 2).
 - ``fake-never-ready``: deploys, runs, never answers health.
 - ``fake-failing``: every deploy raises :class:`BackendError`.
+
+Any of them fails a deploy whose config says ``{"FakeBackend": {"fail_deploy": true}}``, as a release whose
+settings break JupyterHub would.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ class FakeBackend:
         return hashlib.sha256(json.dumps(spec.config, sort_keys=True).encode()).hexdigest()
 
     def deploy(self, spec: HubSpec, state: dict, log: Log) -> dict:
+        if spec.config.get("FakeBackend", {}).get("fail_deploy"):
+            raise BackendError(f"{spec.slug} refuses this configuration")
         if state.get("deployed") and state.get("config") == self.fingerprint(spec):
             log(f"{spec.slug} already deployed")
             return state

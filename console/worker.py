@@ -34,6 +34,10 @@ class OperationFailed(RuntimeError):
     """The operation cannot succeed; the message goes to its log."""
 
 
+class RolledBack(OperationFailed):
+    """The change failed and was undone: the operation failed, the hub is back as it was."""
+
+
 class LeaseLost(RuntimeError):
     """Another worker took the operation over; stop touching it."""
 
@@ -99,6 +103,9 @@ class Worker:
         heartbeat.start()
         try:
             HANDLERS[op.kind](self, op, log)
+        except RolledBack as exc:
+            log(f"failed: {exc}")
+            operations.finish(op, succeeded=False, error=str(exc))
         except (BackendError, OperationFailed, TerraformError, WorkspaceBusy) as exc:
             log(f"failed: {exc}")
             self._fail(op, str(exc))
@@ -228,7 +235,7 @@ class Worker:
             db.session.rollback()
             log(f"upgrade failed: {exc}")
             self.roll_back(op, log)
-            raise OperationFailed(f"upgrade to {target.name} failed ({exc}); rolled back to "
+            raise RolledBack(f"upgrade to {target.name} failed ({exc}); rolled back to "
                                   f"{previous.name if previous else 'the platform default'}") from None
 
     def roll_back(self, op: Operation, log) -> None:

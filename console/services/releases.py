@@ -125,7 +125,7 @@ def create_rollout(user: User, release: Release, target: dict[str, Any], max_una
         for hub in wave:
             rollout.hubs.append(RolloutHub(hub_id=hub.id, wave=index))
     db.session.add(rollout)
-    audit(user.email, "rollout.plan", release.name, target=target, hubs=len(hubs))
+    audit(user.email, "rollout.plan", release.name, selection=target, hubs=len(hubs))
     db.session.commit()
     if start:
         control(user, rollout, "start")
