@@ -286,7 +286,9 @@ class LocalBackend:
         # The console's own settings (database URL, secret key) are none of the hub's business.
         env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
         env[MARKER] = str(hub_dir)
-        env["PATH"] = os.pathsep.join([str(Path(self.proxy_command).parent), env.get("PATH", "")])
+        # the proxy, and the hub's own environment (JupyterHub runs its `alembic` from PATH to upgrade its database)
+        env["PATH"] = os.pathsep.join([str(Path(self.proxy_command).parent), str(Path(python).parent),
+                                       env.get("PATH", "")])
         env.pop("JUPYTERHUB_API_TOKEN", None)
         with open(hub_dir / "hub.log", "ab") as out:
             proc = subprocess.Popen(

@@ -22,13 +22,16 @@ from clusters.base import BackendError, HubSpec, HubStatus, Log, register
 
 @register("fake")
 class FakeBackend:
-    def __init__(self, delay: float = 0.0, **_ignored):
+    """``reachable``: the hubs' URLs answer HTTP (a test points them at stand-in servers), so probe them."""
+
+    def __init__(self, delay: float = 0.0, reachable: bool = False, **_ignored):
         self.delay = float(delay)
+        self.reachable = reachable
 
     @staticmethod
     def fingerprint(spec: HubSpec) -> str:
         # The state is stored by the console, so it keeps a digest of the config, never the config (secrets).
-        return hashlib.sha256(json.dumps(spec.config, sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(json.dumps([spec.config, spec.jupyterhub_version], sort_keys=True).encode()).hexdigest()
 
     def deploy(self, spec: HubSpec, state: dict, log: Log) -> dict:
         if spec.config.get("FakeBackend", {}).get("fail_deploy"):
@@ -67,7 +70,7 @@ class FakeBackend:
         return HubStatus(running=True, ready=True, url=state["url"], version=state.get("version", "fake"), users=0)
 
     def api_url(self, state: dict) -> str | None:
-        return state.get("url")
+        return state["url"] + "hub/api/" if self.reachable and state.get("url") else None
 
     def api_token(self, state: dict, purpose: str = "probe") -> str | None:
         return None
@@ -75,8 +78,8 @@ class FakeBackend:
 
 @register("fake-slow")
 class SlowBackend(FakeBackend):
-    def __init__(self, delay: float = 2.0, **_ignored):
-        super().__init__(delay=delay)
+    def __init__(self, delay: float = 2.0, **settings):
+        super().__init__(delay=delay, **{k: v for k, v in settings.items() if k == "reachable"})
 
 
 @register("fake-never-ready")

@@ -25,15 +25,23 @@ ALERT_KINDS = ("down", "degraded")
 
 
 def probe_fleet(hubs: list[Hub]) -> dict[int, ProbeResult]:
-    """Sweep ``hubs`` concurrently (bounded pool, per-hub timeout); {hub id: result}."""
+    """Sweep ``hubs`` concurrently (bounded pool, per-hub timeout); {hub id: result}.
+
+    A hub whose backend offers no HTTP API (a test double) is asked through ``backend.status()`` instead.
+    """
     config = current_app.config
-    targets = []
+    targets, results = [], {}
     for hub in hubs:
-        if hub.url:
-            backend = hub_service.backend_for(hub.cluster)
-            targets.append(Target(hub.id, hub.url, backend.api_token(hub.backend_state or {})))
-    results = sweep(targets, concurrency=int(config["PROBE_CONCURRENCY"]), timeout=float(config["PROBE_TIMEOUT"]))
-    return {r.key: r for r in results}
+        backend = hub_service.backend_for(hub.cluster)
+        state = hub.backend_state or {}
+        if hub.url and backend.api_url(state):
+            targets.append(Target(hub.id, hub.url, backend.api_token(state)))
+        else:
+            status = backend.status(state)
+            results[hub.id] = ProbeResult(key=hub.id, up=status.ready, duration=0.0, error=status.message,
+                                          version=status.version, total_users=status.users)
+    swept = sweep(targets, concurrency=int(config["PROBE_CONCURRENCY"]), timeout=float(config["PROBE_TIMEOUT"]))
+    return {**results, **{r.key: r for r in swept}}
 
 
 def record(hubs: list[Hub], results: dict[int, ProbeResult], now: datetime | None = None) -> None:

@@ -156,8 +156,10 @@ GATE_TIMEOUT = timedelta(minutes=5)  # an upgraded hub not healthy (or not check
 def advance(now: datetime | None = None) -> None:
     """One step of every running rollout; level-triggered, so a restarted worker picks up where it was."""
     now = now or utcnow()
-    for rollout in db.session.execute(db.select(Rollout).where(Rollout.state.in_(("running", "halted")))
-                                      ).unique().scalars():
+    # On PostgreSQL each rollout row is locked for the step, so two workers never drive the same rollout at once.
+    query = db.select(Rollout).where(Rollout.state.in_(("running", "halted"))).with_for_update(skip_locked=True,
+                                                                                               of=Rollout)
+    for rollout in db.session.execute(query).unique().scalars():
         _finish_ops(rollout)
         if rollout.state == "running":
             _advance(rollout, now)

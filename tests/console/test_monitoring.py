@@ -20,7 +20,7 @@ def fleet(app, create_institution, create_cluster, create_user, client, api_head
     """Three running hubs whose URLs point at fake JupyterHubs; yields (hubs server, operator headers)."""
     app.config.update(PROBE_TIMEOUT=0.5, ALERT_DOWN_SECONDS=0, ALERT_DEGRADED_SECONDS=3600)
     create_institution("north")
-    create_cluster("fast", backend="fake")
+    create_cluster("fast", backend="fake", reachable=True)
     operator = api_headers(create_user("operator"))
     with FakeHubs(3) as hubs:
         for i in range(3):
