@@ -30,6 +30,7 @@ test: setup-test
 bench: setup-test
 	$(BIN)/python -m tests.perf.bench_fleet --postgres
 	$(BIN)/python -m tests.perf.bench_sweep
+	$(BIN)/python -m tests.perf.bench_rollout
 
 clean:
 	rm -rf $(VENV) node_modules hubfleet-data .pytest_cache

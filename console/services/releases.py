@@ -194,6 +194,12 @@ def _roll_back(rollout: Rollout, item: RolloutHub, reason: str, now: datetime) -
     _halt(rollout, item, reason, now)
 
 
+def _healthy_since(item: RolloutHub) -> datetime:
+    """When the hub was last seen turning healthy, counted from no earlier than the end of its upgrade."""
+    upgraded_at = db.session.get(Operation, item.operation_id).finished_at
+    return max(item.hub.health_since or upgraded_at, upgraded_at)
+
+
 def _advance(rollout: Rollout, now: datetime) -> None:
     broken = [i for i in rollout.hubs if i.state in ("failed", "rolled_back", "rolling_back")]
     if broken:
@@ -220,8 +226,8 @@ def _advance(rollout: Rollout, now: datetime) -> None:
     # The health gate: every upgraded hub of the wave healthy for gate_seconds (and passing its synthetic check).
     rollout.gate_started_at = rollout.gate_started_at or now
     upgraded = [i for i in wave if i.state == "upgraded"]
-    settled = [i for i in upgraded if i.hub.health == "healthy" and i.hub.health_since
-               and now - i.hub.health_since >= timedelta(seconds=rollout.gate_seconds)]
+    settled = [i for i in upgraded if i.hub.health == "healthy" and now - _healthy_since(i) >=
+               timedelta(seconds=rollout.gate_seconds)]
     if len(settled) < len(upgraded):
         late = [i for i in upgraded if i not in settled]
         if now - rollout.gate_started_at > GATE_TIMEOUT:
