@@ -88,6 +88,25 @@ def restart_hub(user: User, hub: Hub) -> Operation:
     return op
 
 
+def set_release_policy(user: User, hub: Hub, channel: str | None = None, pinned: bool | None = None,
+                       canary: bool | None = None) -> Hub:
+    """Operators: the channel a hub follows, whether it is pinned to its release, whether it is a canary."""
+    if not user.is_operator:
+        raise Forbidden("only operators set a hub's release policy")
+    if channel is not None:
+        if channel not in ("stable", "beta"):
+            raise FieldErrors({"channel": "Choose stable or beta."})
+        hub.channel = channel
+    if pinned is not None:
+        hub.pinned = bool(pinned)
+    if canary is not None:
+        hub.canary = bool(canary)
+    audit(user.email, "hub.release_policy", hub.slug, hub.institution_id, channel=hub.channel, pinned=hub.pinned,
+          canary=hub.canary)
+    db.session.commit()
+    return hub
+
+
 def check_hub(user: User, hub: Hub) -> Operation:
     """Queue a synthetic check of a hub the user may see: a test user's server started and stopped, timed."""
     op = operations.enqueue(hub, "synthetic-check", user.email)

@@ -28,6 +28,16 @@ class HubSchema(Schema):
     status_message = fields.String()
     observed_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime()
+    release = fields.String(attribute="release.name", allow_none=True)
+    channel = fields.String()
+    pinned = fields.Boolean()
+    canary = fields.Boolean()
+
+
+class HubReleasePolicySchema(Schema):
+    channel = fields.String(validate=validate.OneOf(("stable", "beta")))
+    pinned = fields.Boolean()
+    canary = fields.Boolean()
 
 
 class HubCreateSchema(Schema):
@@ -75,6 +85,12 @@ class HubItem(MethodView):
     def get(self, slug):
         """One hub."""
         return scope.get_hub(g.user, slug)
+
+    @blp.arguments(HubReleasePolicySchema)
+    @blp.response(200, HubSchema)
+    def patch(self, data, slug):
+        """Set the channel a hub follows, pin it to its release, or mark it a canary (operators)."""
+        return hub_service.set_release_policy(g.user, scope.get_hub(g.user, slug), **data)
 
     @blp.response(202, AcceptedSchema)
     def delete(self, slug):

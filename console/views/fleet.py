@@ -55,6 +55,13 @@ def restart_hub(slug):
     return redirect(url_for("fleet.operation", operation_id=op.id))
 
 
+@bp.post("/hubs/<slug>/release-policy")
+def release_policy(slug):
+    hub_service.set_release_policy(g.user, scope.get_hub(g.user, slug), channel=request.form.get("channel"),
+                                   pinned=request.form.get("pinned") == "on", canary=request.form.get("canary") == "on")
+    return redirect(url_for("fleet.hub", slug=slug))
+
+
 @bp.post("/hubs/<slug>/check")
 def check_hub(slug):
     op = hub_service.check_hub(g.user, scope.get_hub(g.user, slug))

@@ -21,8 +21,8 @@ def fleet(create_institution, create_cluster, create_user, api_headers, client, 
         client.post("/api/v1/hubs", json={"slug": f"hub-{i}", "institution": "north" if i < 4 else "south",
                                           "cluster": "fast"}, headers=operator)
     run_worker()
-    db.session.execute(db.update(Hub).where(Hub.slug == "hub-3").values(canary=True))
-    db.session.commit()
+    marked = client.patch("/api/v1/hubs/hub-3", json={"canary": True}, headers=operator)
+    assert marked.status_code == 200 and marked.get_json()["canary"] is True
     return operator
 
 
@@ -138,3 +138,17 @@ def test_rollout_pages(client, fleet, create_user, login, app, run_worker):
     page = client.get(planned.headers["Location"]).get_data(as_text=True)
     assert "Wave 1 (canary)" in page and "Wave 2" in page and 'id="rollout-hub-hub-0"' in page
     assert "hub-4" not in page  # south is not targeted
+
+
+def test_pinned_hubs_do_not_follow_their_channel(app, client, fleet, run_worker, create_user, api_headers):
+    client.patch("/api/v1/hubs/hub-0", json={"pinned": True}, headers=fleet)
+    client.patch("/api/v1/hubs/hub-1", json={"channel": "beta"}, headers=fleet)
+    admin = api_headers(create_user("institution_admin", institution=db.session.execute(
+        db.select(Hub).filter_by(slug="hub-2")).unique().scalar_one().institution))
+    assert client.patch("/api/v1/hubs/hub-2", json={"canary": True}, headers=admin).status_code == 403
+    client.post("/api/v1/releases", json={"name": "new-2", "jupyterhub_version": "6.1.1"}, headers=fleet)
+    body = client.post("/api/v1/rollouts", json={"release": "new-2", "target": {"channel": "stable"},
+                                                 "gate_seconds": 0, "start": True}, headers=fleet).get_json()
+    assert sorted(h["hub"] for h in body["hubs"]) == ["hub-2", "hub-3", "hub-4", "hub-5"]
+    assert drive(app, run_worker, body["id"]).state == "done"
+    assert release_of("hub-0") == release_of("hub-1") == "old-1"
