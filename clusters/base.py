@@ -107,11 +107,6 @@ def register(name: str):
     return wrap
 
 
-def backend_names() -> list[str]:
-    _load_builtin()
-    return sorted(_REGISTRY)
-
-
 def get_backend(name: str, **settings: Any) -> Backend:
     """Build the backend registered as ``name`` with ``settings``; raises ``KeyError`` for an unknown name."""
     _load_builtin()

@@ -72,9 +72,6 @@ TABLE: dict[tuple[str, str], str] = {
     (DELETING, "fail"): FAILED,
 }
 
-EVENTS = frozenset(event for _, event in TABLE)
-
-
 class InvalidTransition(ValueError):
     """An event that the table does not allow from the current state."""
 

@@ -17,12 +17,6 @@ def enqueue(hub: Hub | None, kind: str, actor: str, cluster: Cluster | None = No
     return op
 
 
-def unfinished(hub_id: int) -> Operation | None:
-    return db.session.execute(
-        db.select(Operation).where(Operation.hub_id == hub_id, Operation.state.in_((QUEUED, RUNNING)))
-        .order_by(Operation.id).limit(1)).scalar_one_or_none()
-
-
 def claim_next(owner: str, lease_seconds: float) -> Operation | None:
     """Claim the oldest runnable operation: queued, or running under an expired lease (its worker died).
 

@@ -78,7 +78,8 @@ def test_bad_token_is_refused(client):
 @pytest.fixture
 def two_institutions(create_institution, create_cluster, create_user, api_headers, client, run_worker):
     """Institution a and b with one hub and one operation each; returns (admin of a, b's objects)."""
-    a, b = create_institution("inst-a"), create_institution("inst-b")
+    a = create_institution("inst-a")
+    create_institution("inst-b")
     create_cluster("fast", backend="fake")
     operator = api_headers(create_user("operator"))
     ops = {}

@@ -15,7 +15,7 @@ from tests.helpers import wait_for
 
 @pytest.fixture
 def make_hub(create_institution, create_user):
-    institution = create_institution("north")
+    create_institution("north")
     operator = create_user("operator")
 
     def make(cluster, slug="north-lab"):

@@ -1,7 +1,6 @@
 """infra/runner.py against the real terraform CLI, on the provider-free local-cluster module."""
 import json
 import os
-from pathlib import Path
 
 import pytest
 
