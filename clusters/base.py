@@ -31,6 +31,16 @@ The returned state is stored in the console's database in the clear: it must nev
 
 ``status(state) -> HubStatus``
     What the backend sees now.  Never raises for an unreachable or missing hub: that is a status, not an error.
+    Returns within a few seconds (it may ask the hub over HTTP); ``retry_after`` hints when a hub that is not ready
+    yet is worth asking again.
+
+``alive(state) -> bool | None``
+    Cheap (no network; a process table or a cached watch): whether the hub's processes exist.  ``None`` when the
+    backend cannot tell cheaply.  Called every couple of seconds for every hub of a ``supervised`` backend.
+
+``supervised``
+    True when nothing but the console restarts a hub whose processes died (local processes); False where the
+    platform does it (Kubernetes restarts pods itself).
 
 ``api_url(state)`` / ``api_token(state, purpose)``
     Where and how to reach the hub's REST API (``/hub/api/``); ``None`` when unknown.  ``purpose`` "probe" gives a
@@ -66,6 +76,7 @@ class HubStatus:
     version: str | None = None
     users: int | None = None
     message: str = ""
+    retry_after: float | None = None  # seconds after which asking again is worthwhile; None: the caller's default
 
 
 Log = Callable[[str], None]
@@ -73,6 +84,7 @@ Log = Callable[[str], None]
 
 class Backend(Protocol):
     name: str
+    supervised: bool
 
     def deploy(self, spec: HubSpec, state: dict, log: Log) -> dict: ...
 
@@ -87,6 +99,8 @@ class Backend(Protocol):
     def remove(self, state: dict, log: Log) -> None: ...
 
     def status(self, state: dict) -> HubStatus: ...
+
+    def alive(self, state: dict) -> bool | None: ...
 
     def api_url(self, state: dict) -> str | None: ...
 

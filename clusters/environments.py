@@ -15,7 +15,7 @@ from typing import Callable
 COMPANIONS = ("jupyterlab", "oauthenticator", "jupyterhub-ltiauthenticator", "jupyterhub-idle-culler")
 
 
-class EnvironmentError_(RuntimeError):
+class EnvironmentSetupError(RuntimeError):
     """The environment for a JupyterHub version could not be created."""
 
 
@@ -27,7 +27,7 @@ def python_for(jupyterhub_version: str | None, root: str | Path, log: Callable[[
     """The interpreter whose environment runs ``jupyterhub_version`` (None: the installed one).
 
     Creates the environment the first time (a minute or so of pip); safe to call twice and from two workers at once.
-    Raises EnvironmentError_ with pip's last words when the version cannot be installed.
+    Raises EnvironmentSetupError with pip's last words when the version cannot be installed.
     """
     if not jupyterhub_version or jupyterhub_version == installed_jupyterhub():
         return sys.executable
@@ -50,7 +50,7 @@ def python_for(jupyterhub_version: str | None, root: str | Path, log: Callable[[
             if result.returncode != 0:
                 tail = [line for line in (result.stderr or result.stdout).splitlines()
                         if line.strip() and not line.startswith("WARNING")][-3:]
-                raise EnvironmentError_(f"could not install JupyterHub {jupyterhub_version}: {' / '.join(tail)}")
+                raise EnvironmentSetupError(f"could not install JupyterHub {jupyterhub_version}: {' / '.join(tail)}")
         ready.write_text(jupyterhub_version)
         log(f"environment for JupyterHub {jupyterhub_version} ready")
     return str(python)

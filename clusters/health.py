@@ -26,19 +26,22 @@ class Sample:
     up: bool
     duration: float
     spawn_failure: int | None = None
+    alive: bool | None = None  # False: the hub's processes were seen gone
 
 
 def derive(samples: list[Sample], rules: Rules = RULES) -> tuple[str, str]:
     """(health, reason) from samples, newest first."""
     if not samples:
         return UNKNOWN, "not probed yet"
+    if samples[0].alive is False:
+        return DOWN, "its processes are not running"
     failed = 0
     for sample in samples:
         if sample.up:
             break
         failed += 1
     if failed >= rules.down_after_failures:
-        return DOWN, f"{failed} probes in a row failed"
+        return DOWN, f"no answer to {failed} probes in a row"
     if failed:
         return DEGRADED, f"the last {failed} probe(s) failed"
     recent = [s.duration for s in samples[:rules.slow_window] if s.up]

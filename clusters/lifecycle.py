@@ -1,12 +1,75 @@
-"""The hub lifecycle as a pure table.
+"""Lifecycles as pure tables: the hub's here, the console's other machines (clusters, releases, rollouts) built the
+same way with :class:`Machine`.
 
 A hub moves ``requested -> provisioning -> running <-> reconfiguring/upgrading -> degraded/failed -> deleting ->
 deleted``.  The console keeps exactly one writer of ``Hub.state`` and asks :func:`next_state` for every move, so an
-impossible move (say, ``deleted -> running``) is an error instead of a silent corruption.
+impossible move (say, ``deleted -> running``) is refused with a sentence a person can act on instead of a silent
+corruption.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class StateInfo:
+    label: str
+    colour: str  # a CSS class suffix, see templates/base.html
+    hint: str = ""  # what a person can do about an object in this state, for refusals ("restart it first")
+
+
+class InvalidTransition(ValueError):
+    """An event that the table does not allow from the current state; the message is a sentence for a person."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One lifecycle: its states (label, colour, hint), its moves and how each event is said in a refusal.
+
+    ``verbs`` maps each event to what it does to the object ("be upgraded"), so a refused move reads "A failed hub
+    cannot be upgraded: restart it first."
+    """
+
+    noun: str
+    states: dict[str, StateInfo]
+    table: dict[tuple[str, str], str]
+    verbs: dict[str, str]
+    terminal: frozenset[str] = field(default_factory=frozenset)
+
+    def __post_init__(self):
+        named = {s for s, _ in self.table} | set(self.table.values()) | set(self.terminal)
+        if named - set(self.states):
+            raise ValueError(f"{self.noun} lifecycle names undeclared states: {sorted(named - set(self.states))}")
+        if {e for _, e in self.table} - set(self.verbs):
+            raise ValueError(f"{self.noun} lifecycle has events without a verb: "
+                             f"{sorted({e for _, e in self.table} - set(self.verbs))}")
+
+    def next_state(self, state: str, event: str) -> str:
+        """The state reached from ``state`` on ``event``; pure.  Raises :class:`InvalidTransition` (with a sentence
+        naming the state and what to do) for a move the table does not allow, unknown names included."""
+        try:
+            return self.table[(state, event)]
+        except KeyError:
+            raise InvalidTransition(self.refusal(state, event)) from None
+
+    def allows(self, state: str, event: str) -> bool:
+        return (state, event) in self.table
+
+    def refusal(self, state: str, event: str) -> str:
+        info = self.states.get(state)
+        label = info.label.lower() if info else repr(state)
+        verb = self.verbs.get(event, f"take {event!r}")
+        article = "An" if label[:1] in "aeiou" else "A"
+        hint = f": {info.hint}" if info and info.hint else ""
+        return f"{article} {label} {self.noun} cannot {verb}{hint}."
+
+    def allowed_events(self, state: str) -> list[str]:
+        """The events valid from ``state``, sorted; pure."""
+        return sorted(event for (s, event) in self.table if s == state)
+
+    def badges(self) -> dict[str, tuple[str, str]]:
+        return {name: (info.label, info.colour) for name, info in self.states.items()}
+
 
 REQUESTED = "requested"
 PROVISIONING = "provisioning"
@@ -18,23 +81,16 @@ FAILED = "failed"
 DELETING = "deleting"
 DELETED = "deleted"
 
-
-@dataclass(frozen=True)
-class StateInfo:
-    label: str
-    colour: str  # a CSS class suffix, see templates/base.html
-
-
 STATES: dict[str, StateInfo] = {
-    REQUESTED: StateInfo("Requested", "grey"),
-    PROVISIONING: StateInfo("Provisioning", "blue"),
+    REQUESTED: StateInfo("Requested", "grey", "wait until it has been created"),
+    PROVISIONING: StateInfo("Provisioning", "blue", "wait until it has started"),
     RUNNING: StateInfo("Running", "green"),
-    RECONFIGURING: StateInfo("Reconfiguring", "blue"),
-    UPGRADING: StateInfo("Upgrading", "blue"),
+    RECONFIGURING: StateInfo("Reconfiguring", "blue", "wait until its configuration is applied"),
+    UPGRADING: StateInfo("Upgrading", "blue", "wait until its upgrade ends"),
     DEGRADED: StateInfo("Degraded", "amber"),
-    FAILED: StateInfo("Failed", "red"),
-    DELETING: StateInfo("Deleting", "blue"),
-    DELETED: StateInfo("Deleted", "grey"),
+    FAILED: StateInfo("Failed", "red", "restart it first"),
+    DELETING: StateInfo("Deleting", "blue", "it is being deleted"),
+    DELETED: StateInfo("Deleted", "grey", "it no longer exists"),
 }
 
 TERMINAL = frozenset({DELETED})
@@ -72,22 +128,22 @@ TABLE: dict[tuple[str, str], str] = {
     (DELETING, "fail"): FAILED,
 }
 
-class InvalidTransition(ValueError):
-    """An event that the table does not allow from the current state."""
+HUB = Machine(
+    noun="hub", states=STATES, table=TABLE, terminal=TERMINAL,
+    verbs={"provision": "be started", "ready": "be marked ready", "reconfigure": "be reconfigured",
+           "upgrade": "be upgraded", "unhealthy": "be marked unhealthy", "healthy": "be marked healthy",
+           "fail": "be marked failed", "delete": "be deleted", "removed": "be marked removed"})
 
 
 def next_state(state: str, event: str) -> str:
     """Return the state a hub in ``state`` moves to on ``event``.
 
-    Pure; raises :class:`InvalidTransition` when the move is not in :data:`TABLE`, and ``KeyError``-free for unknown
-    names (they are invalid transitions too).
+    Pure; raises :class:`InvalidTransition` when the move is not in :data:`TABLE` (unknown names too), its message a
+    sentence for a person ("A failed hub cannot be upgraded: restart it first.").
     """
-    try:
-        return TABLE[(state, event)]
-    except KeyError:
-        raise InvalidTransition(f"hub in state {state!r} cannot take event {event!r}") from None
+    return HUB.next_state(state, event)
 
 
 def allowed_events(state: str) -> list[str]:
     """The events valid from ``state``, sorted; pure."""
-    return sorted(event for (s, event) in TABLE if s == state)
+    return HUB.allowed_events(state)

@@ -32,7 +32,7 @@ import httpx
 import psutil
 
 from clusters.base import BackendError, HubSpec, HubStatus, Log, register
-from clusters.environments import EnvironmentError_, python_for
+from clusters.environments import EnvironmentSetupError, python_for
 
 MARKER = "HUBFLEET_HUB_DIR"
 SERVICE_NAME = "hubfleet"
@@ -71,6 +71,8 @@ class LocalBackend:
     ``port_range`` is ``(first, last)`` inclusive; each hub takes three ports from it.  ``python`` is the interpreter
     whose environment has JupyterHub installed (a release may name another).
     """
+
+    supervised = True  # nothing else restarts a local hub whose process died
 
     def __init__(self, root: str, port_range: tuple[int, int] | list[int] = (18000, 18999), ip: str = "127.0.0.1",
                  python: str | None = None, proxy_command: str | None = None, start_timeout: int = 60,
@@ -206,7 +208,7 @@ class LocalBackend:
             return self.python
         try:
             return python_for(spec.jupyterhub_version, self.environments, log)
-        except EnvironmentError_ as exc:
+        except EnvironmentSetupError as exc:
             raise BackendError(str(exc)) from None
 
     def _write_settings(self, spec: HubSpec, hub_dir: Path, python: str) -> tuple[dict, bool]:
@@ -361,6 +363,10 @@ class LocalBackend:
                              headers={**headers, "Accept": "application/jupyterhub-pagination+json"})
             users = page.json()["_pagination"]["total"]
         return HubStatus(running=True, ready=True, url=url, version=version, users=users)
+
+    def alive(self, state: dict) -> bool | None:
+        hub_dir = self._dir_of(state)
+        return hub_dir is not None and self._main_process(hub_dir, state.get("pid")) is not None
 
     def _log_tail(self, hub_dir: Path | None, lines: int = 6) -> str:
         """The end of the hub's log, with every secret of its settings blanked out (it goes into operation logs)."""

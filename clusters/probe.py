@@ -34,6 +34,7 @@ class ProbeResult:
     active_users: dict[str, int] = field(default_factory=dict)  # period ("24h", "7d", "30d") -> users
     spawn_success: int | None = None  # cumulative counts from the spawn-duration histogram
     spawn_failure: int | None = None
+    alive: bool | None = None  # False: the backend saw the hub's processes gone (no request was made)
 
 
 def parse_metrics(text: str) -> dict:

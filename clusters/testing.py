@@ -4,7 +4,8 @@ They keep all they know in the ``state`` dict the console stores, so they behave
 in-process worker or a separate ``hubfleet worker``.
 
 - ``fake``: deploys instantly and is ready at once.
-- ``fake-slow``: takes ``delay`` seconds to deploy (default 2).
+- ``fake-slow``: takes ``delay`` seconds to deploy (default 2), blocking the caller.
+- ``fake-delayed``: deploys at once and becomes ready ``delay`` seconds later (default 5), as a real hub does.
 - ``fake-never-ready``: deploys, runs, never answers health.
 - ``fake-failing``: every deploy raises :class:`BackendError`.
 
@@ -17,6 +18,10 @@ import hashlib
 import json
 import time
 
+# Hubs of the fakes that a test declared dead (``FakeBackend.kill``), by slug: alive() answers False for them
+# until their next deploy, as a killed local hub's process table would.
+_killed: set[str] = set()
+
 from clusters.base import BackendError, HubSpec, HubStatus, Log, register
 
 
@@ -24,9 +29,16 @@ from clusters.base import BackendError, HubSpec, HubStatus, Log, register
 class FakeBackend:
     """``reachable``: the hubs' URLs answer HTTP (a test points them at stand-in servers), so probe them."""
 
+    supervised = True
+
     def __init__(self, delay: float = 0.0, reachable: bool = False, **_ignored):
         self.delay = float(delay)
         self.reachable = reachable
+
+    @staticmethod
+    def kill(slug: str) -> None:
+        """Make the hub ``slug`` look as if its processes died (tests of supervision)."""
+        _killed.add(slug)
 
     @staticmethod
     def fingerprint(spec: HubSpec) -> str:
@@ -43,7 +55,8 @@ class FakeBackend:
             log(f"deploying {spec.slug} (takes {self.delay:g}s)")
             time.sleep(self.delay)
         log(f"deployed {spec.slug}")
-        return {"deployed": True, "url": f"http://{spec.slug}.fake.invalid/", "config": self.fingerprint(spec),
+        _killed.discard(spec.slug)
+        return {"deployed": True, "slug": spec.slug, "url": f"http://{spec.slug}.fake.invalid/", "config": self.fingerprint(spec),
                 "version": spec.jupyterhub_version or "fake",
                 "restarts": state.get("restarts", 0)}
 
@@ -65,9 +78,12 @@ class FakeBackend:
         log("removed")
 
     def status(self, state: dict) -> HubStatus:
-        if not state.get("deployed"):
+        if not self.alive(state):
             return HubStatus(running=False, ready=False, message="not deployed")
         return HubStatus(running=True, ready=True, url=state["url"], version=state.get("version", "fake"), users=0)
+
+    def alive(self, state: dict) -> bool | None:
+        return bool(state.get("deployed")) and state.get("slug") not in _killed
 
     def api_url(self, state: dict) -> str | None:
         return state["url"] + "hub/api/" if self.reachable and state.get("url") else None
@@ -82,10 +98,31 @@ class SlowBackend(FakeBackend):
         super().__init__(delay=delay, **{k: v for k, v in settings.items() if k == "reachable"})
 
 
+@register("fake-delayed")
+class DelayedBackend(FakeBackend):
+    """Deploys at once; the hub answers ``delay`` seconds later.  The reconciler must not wait by blocking."""
+
+    def __init__(self, delay: float = 5.0, **settings):
+        super().__init__(**{k: v for k, v in settings.items() if k == "reachable"})
+        self.delay_ready = float(delay)
+
+    def deploy(self, spec: HubSpec, state: dict, log: Log) -> dict:
+        state = super().deploy(spec, state, log)
+        return state if state.get("ready_at") else {**state, "ready_at": time.time() + self.delay_ready}
+
+    def status(self, state: dict) -> HubStatus:
+        status = super().status(state)
+        wait = state.get("ready_at", 0) - time.time()
+        if status.ready and wait > 0:
+            return HubStatus(running=True, ready=False, url=status.url, message=f"starting (ready in {wait:.1f}s)",
+                             retry_after=wait)
+        return status
+
+
 @register("fake-never-ready")
 class NeverReadyBackend(FakeBackend):
     def status(self, state: dict) -> HubStatus:
-        if not state.get("deployed"):
+        if not self.alive(state):
             return HubStatus(running=False, ready=False, message="not deployed")
         return HubStatus(running=True, ready=False, url=state["url"], message="health check never answers")
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import logging
 import signal
 import sys
-import threading
 
 import click
 from flask import current_app
@@ -35,13 +34,18 @@ def _upgrade_database() -> None:
 
 
 def _serve(app, host: str, port: int, with_worker: bool) -> None:
+    """Serve until stopped; the in-process worker and monitor are stopped before this returns."""
     from waitress import serve
 
     from console.worker import start_in_process
 
-    if with_worker:
-        start_in_process(app)
-    serve(app, host=host, port=port, threads=8, ident="hubfleet")
+    background, stop = start_in_process(app) if with_worker else (None, None)
+    try:
+        serve(app, host=host, port=port, threads=8, ident="hubfleet")
+    finally:
+        if background is not None:
+            stop.set()  # before the demo stops its hubs: the monitor must not restart them
+            background.join(30)
 
 
 @main.command()
@@ -62,16 +66,18 @@ def serve(host, port, worker):
 @main.command()
 @with_appcontext
 def worker():
-    """Run the reconciler as a separate process (stops on SIGTERM or Ctrl-C)."""
-    from console.worker import Worker
+    """Run the reconciler and the fleet monitor as a separate process (stops on SIGTERM or Ctrl-C)."""
+    from console.worker import start_in_process
 
     _configure_logging()
-    stop = threading.Event()
+    background, stop = start_in_process(current_app._get_current_object())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        Worker(current_app._get_current_object()).run(stop)
+        while background.is_alive() and not stop.wait(1):
+            pass
     except KeyboardInterrupt:
         stop.set()
+    background.join(60)
 
 
 @main.command()

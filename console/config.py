@@ -20,7 +20,10 @@ DEFAULTS = {
     "LEASE_SECONDS": 30,
     "MAX_ATTEMPTS": 3,
     "HUB_START_TIMEOUT": 120,
-    "PROBE_SECONDS": 15,  # how often the worker sweeps the fleet
+    "PROBE_SECONDS": 15,  # how often the monitor sweeps the fleet
+    "RECHECK_SECONDS": 1.0,  # how often it looks at processes and re-probes a hub whose last probe failed
+    "MAX_RESTARTS": 5,  # a hub whose processes died is restarted (with backoff) this often, then marked failed
+    "ROLLOUT_STEP_SECONDS": 0.5,  # how often the worker drives running rollouts
     "PROBE_TIMEOUT": 2.0,  # per hub, for all its requests together
     "PROBE_CONCURRENCY": 64,
     "ALERT_DOWN_SECONDS": 30,  # alert when a hub has been down this long

@@ -13,10 +13,17 @@ OPERATOR = "operator"
 INSTITUTION_ADMIN = "institution_admin"
 ROLES = (OPERATOR, INSTITUTION_ADMIN)
 
-# Operation states
-QUEUED, RUNNING, SUCCEEDED, FAILED = "queued", "running", "succeeded", "failed"
-OPERATION_STATES = (QUEUED, RUNNING, SUCCEEDED, FAILED)
+# Operation states: queued (never claimed), running (a worker holds its lease), waiting (requeued: a worker looks
+# again at ``run_after``), succeeded or failed.  ``outcome`` says how a finished one ended.
+QUEUED, RUNNING, WAITING, SUCCEEDED, FAILED = "queued", "running", "waiting", "succeeded", "failed"
+OPERATION_STATES = (QUEUED, RUNNING, WAITING, SUCCEEDED, FAILED)
 OPERATION_TERMINAL = frozenset({SUCCEEDED, FAILED})
+OPERATION_PENDING = (QUEUED, RUNNING, WAITING)
+# Typed outcomes: nothing reads meaning out of an error text.  The operation's state is "succeeded" for SUCCEEDED
+# and SKIPPED, "failed" for the others.
+OUTCOME_SUCCEEDED, OUTCOME_FAILED, OUTCOME_ROLLED_BACK = "succeeded", "failed", "rolled_back"
+OUTCOME_SKIPPED, OUTCOME_CANCELLED = "skipped", "cancelled"
+OUTCOMES = (OUTCOME_SUCCEEDED, OUTCOME_FAILED, OUTCOME_ROLLED_BACK, OUTCOME_SKIPPED, OUTCOME_CANCELLED)
 
 
 def utcnow() -> datetime:
@@ -83,6 +90,11 @@ class Release(db.Model):
     config: Mapped[dict] = mapped_column(JSON, default=dict)  # a default config layer: {"environment": {...}}
     notes: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # Lifecycle (console/lifecycles.py): preparing -> ready | failed; ready -> retracted.  Only a ready release is
+    # used by new hubs or rolled out; ``error`` says why preparing failed.
+    state: Mapped[str] = mapped_column(String(20), default="preparing")
+    error: Mapped[str] = mapped_column(Text, default="")
+    retracted_at: Mapped[datetime | None]
 
 
 class Hub(db.Model):
@@ -112,6 +124,9 @@ class Hub(db.Model):
     running_servers: Mapped[int | None]
     active_users: Mapped[int | None]  # in the last 24 h
     probe_seconds: Mapped[float | None]
+    # Supervision (local hubs): restarts after the hub's processes died, counted until it stays healthy a while.
+    restart_count: Mapped[int] = mapped_column(default=0)
+    restarted_at: Mapped[datetime | None]
     # Opaque to the console: what the backend needs to find the hub again.
     backend_state: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -130,22 +145,30 @@ class Hub(db.Model):
 
 class Operation(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
-    kind: Mapped[str] = mapped_column(String(30))  # create | restart | delete | reconcile
-    # An operation acts on a hub or on a cluster.
+    kind: Mapped[str] = mapped_column(String(30))  # one of console.worker.HANDLERS
+    # An operation acts on a hub, a cluster or a release.
     hub_id: Mapped[int | None] = mapped_column(ForeignKey("hub.id"), index=True)
     cluster_id: Mapped[int | None] = mapped_column(ForeignKey("cluster.id"), index=True)
+    release_id: Mapped[int | None] = mapped_column(ForeignKey("release.id"), index=True)
     actor: Mapped[str] = mapped_column(String(254))
     state: Mapped[str] = mapped_column(String(20), default=QUEUED, index=True)
     attempts: Mapped[int] = mapped_column(default=0)
     lease_owner: Mapped[str | None] = mapped_column(String(120))
     lease_expires: Mapped[datetime | None]
     error: Mapped[str] = mapped_column(Text, default="")
+    outcome: Mapped[str | None] = mapped_column(String(20))  # one of OUTCOMES once finished
+    # Where a handler is (its step), its scratch data (never a secret), what it waits for, and when to look again.
+    step: Mapped[str] = mapped_column(String(40), default="")
+    data: Mapped[dict] = mapped_column(JSON, default=dict)
+    note: Mapped[str] = mapped_column(Text, default="")
+    run_after: Mapped[datetime | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
 
     hub: Mapped[Hub | None] = relationship(lazy="joined")
     cluster: Mapped[Cluster | None] = relationship(lazy="joined")
+    release: Mapped[Release | None] = relationship(lazy="joined")
     lines: Mapped[list[OperationLog]] = relationship(order_by="OperationLog.id", cascade="all, delete-orphan",
                                                      lazy="select")
 
@@ -155,7 +178,9 @@ class Operation(db.Model):
 
     @property
     def target(self) -> str:
-        return self.hub.slug if self.hub else self.cluster.name
+        if self.hub:
+            return self.hub.slug
+        return self.cluster.name if self.cluster else self.release.name
 
 
 class OperationLog(db.Model):
@@ -214,6 +239,8 @@ class HubSample(db.Model):
     active_users: Mapped[float | None]  # 24 h
     spawn_success: Mapped[int | None]
     spawn_failure: Mapped[int | None]
+    # False when the backend saw the hub's processes gone (definitive: down at once); None when it did not look.
+    alive: Mapped[bool | None]
 
     __table_args__ = (Index("ix_hub_sample_hub_at", "hub_id", "at"), Index("ix_hub_sample_at", "at"))
 
@@ -244,9 +271,24 @@ class Alert(db.Model):
     hub: Mapped[Hub] = relationship(lazy="joined", innerjoin=True)
 
 
+class Lease(db.Model):
+    """A named job only one process may do at a time (the monitor's sweep), held until ``expires``."""
+
+    name: Mapped[str] = mapped_column(String(40), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(120))
+    expires: Mapped[datetime]
+
+
 class Rollout(db.Model):
+    """A change taken hub by hub: a release (``kind`` "release") or an institution's config (``kind`` "config")."""
+
     id: Mapped[int] = mapped_column(primary_key=True)
-    release_id: Mapped[int] = mapped_column(ForeignKey("release.id"))
+    kind: Mapped[str] = mapped_column(String(20), default="release")
+    release_id: Mapped[int | None] = mapped_column(ForeignKey("release.id"))
+    # A config rollout: the institution and the config it brings ({"auth", "environment"}; secrets encrypted apart).
+    institution_id: Mapped[int | None] = mapped_column(ForeignKey("institution.id"))
+    config: Mapped[dict | None] = mapped_column(JSON)
+    config_secrets: Mapped[str] = mapped_column(Text, default="")
     target: Mapped[dict] = mapped_column(JSON, default=dict)  # {"channel"|"institution"|"hubs": ...}
     state: Mapped[str] = mapped_column(String(20), default="planned")  # planned running paused halted aborted done
     max_unavailable: Mapped[int] = mapped_column(default=1)
@@ -259,7 +301,8 @@ class Rollout(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
 
-    release: Mapped[Release] = relationship(lazy="joined", innerjoin=True)
+    release: Mapped[Release | None] = relationship(lazy="joined")
+    institution: Mapped[Institution | None] = relationship(lazy="joined")
     hubs: Mapped[list[RolloutHub]] = relationship(order_by="RolloutHub.id", lazy="select",
                                                   cascade="all, delete-orphan")
 

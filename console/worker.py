@@ -13,80 +13,119 @@ import threading
 import time
 import uuid
 
+from dataclasses import dataclass
+
 from clusters import lifecycle
 from clusters.base import BackendError
+from clusters.environments import EnvironmentSetupError
 from clusters.synthetic import CHECK_USER, run_check
 from infra.runner import TerraformError, WorkspaceBusy
 
 from console.extensions import db
-from console.models import Hub, Operation, Release, utcnow
+from console.models import (OUTCOME_CANCELLED, OUTCOME_FAILED, OUTCOME_ROLLED_BACK, OUTCOME_SKIPPED, Operation,
+                            Release, utcnow)
 from console.services import clusters as cluster_service
 from console.services import config as config_service
 from console.services import hubs as hub_service
 from console.services import monitoring, operations, releases
-from console.status import DOWN, HEALTHY
 
 logger = logging.getLogger(__name__)
 SYSTEM_ACTOR = "hubfleet-worker"
+READY_POLL_SECONDS = 0.5  # how soon to look again at a starting hub whose backend gives no hint
 
 
-class OperationFailed(RuntimeError):
-    """The operation cannot succeed; the message goes to its log."""
+@dataclass(frozen=True)
+class Requeue:
+    """What a handler returns to be looked at again ``after`` seconds from now, freeing the worker meanwhile."""
+
+    after: float
+    note: str = ""
 
 
-class RolledBack(OperationFailed):
-    """The change failed and was undone: the operation failed, the hub is back as it was."""
+class Outcome(Exception):
+    """Ends an operation with the typed outcome of its class; the message says why, for its log and its page."""
+
+    outcome = OUTCOME_FAILED
+
+
+class OperationFailed(Outcome):
+    """The operation cannot succeed."""
+
+
+class RolledBack(Outcome):
+    """The change failed and was undone: the hub is back as it was."""
+
+    outcome = OUTCOME_ROLLED_BACK
+
+
+class Skipped(Outcome):
+    """Nothing was done, on purpose (the hub is not in a state to take the change); nothing was touched."""
+
+    outcome = OUTCOME_SKIPPED
+
+
+class Cancelled(Outcome):
+    """The operation no longer makes sense (its hub is being deleted, say); nothing more was done."""
+
+    outcome = OUTCOME_CANCELLED
 
 
 class LeaseLost(RuntimeError):
     """Another worker took the operation over; stop touching it."""
 
 
+# Failures of the outside world that end an operation as failed, their message fit for its log.
+EXPECTED_FAILURES = (BackendError, TerraformError, WorkspaceBusy, EnvironmentSetupError)
+
+
 class Worker:
+    """Claims operations and works on each one step at a time; one worker drives many operations at once."""
+
     def __init__(self, app, owner: str | None = None):
         self.app = app
         self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self.lease = float(app.config["LEASE_SECONDS"])
         self.poll = float(app.config["WORKER_POLL_SECONDS"])
-        self.observe_every = float(app.config["PROBE_SECONDS"])
-        self.next_compact = 0.0
         self.max_attempts = int(app.config["MAX_ATTEMPTS"])
         self.start_timeout = float(app.config["HUB_START_TIMEOUT"])
+        self.advance_every = float(app.config["ROLLOUT_STEP_SECONDS"])
 
     # -- the loop -------------------------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event) -> None:
-        """Run until ``stop`` is set: re-adopt hubs, then execute operations and observe hubs."""
+        """Run until ``stop`` is set: re-adopt hubs, then execute operation steps and drive rollouts."""
         logger.info("worker %s starting", self.owner)
         with self.app.app_context():
             self.resync()
-            next_observe = 0.0
+            next_advance = 0.0
             while not stop.is_set():
+                worked = False
                 try:
                     worked = self.run_once()
-                    releases.advance()
-                    if time.monotonic() >= next_observe:
-                        self.observe()
-                        next_observe = time.monotonic() + self.observe_every
+                    if time.monotonic() >= next_advance:
+                        releases.advance()
+                        next_advance = time.monotonic() + self.advance_every
                 except Exception:  # the loop must outlive a bad pass (a database restart, say)
                     logger.exception("worker pass failed")
                     db.session.rollback()
-                    worked = False
                 finally:
                     db.session.remove()
                 if not worked:
-                    stop.wait(self.poll)
+                    stop.wait(min(operations.next_due_in(self.poll), max(0.0, next_advance - time.monotonic()))
+                              or 0.01)
+                    db.session.remove()
         logger.info("worker %s stopped", self.owner)
 
-    def run_once(self) -> bool:
-        """Claim and execute one operation; returns whether there was one."""
+    def run_once(self) -> Operation | None:
+        """Claim one operation and work one step of it; returns it (finished or requeued), or None if none was due."""
         op = operations.claim_next(self.owner, self.lease)
         if op is None:
-            return False
+            return None
         self.execute(op)
-        return True
+        return op
 
     def execute(self, op: Operation) -> None:
+        """One step of ``op``: finish it with its outcome, or requeue it when the handler asks to wait."""
         heartbeat = _Heartbeat(self.app, op.id, self.owner, self.lease)
 
         def log(line: str) -> None:
@@ -98,15 +137,25 @@ class Worker:
             log(f"giving up after {op.attempts - 1} attempts whose workers stopped mid-way")
             self._fail(op, "too many attempts")
             return
-        log(f"{op.kind} of {'hub' if op.hub else 'cluster'} {op.target} started by {self.owner} "
-            f"(attempt {op.attempts})")
+        if not op.step and op.data.get("started_by") != op.attempts:
+            op.data = {**op.data, "started_by": op.attempts}
+            log(f"{op.kind} of {op.target} started by {self.owner} (attempt {op.attempts})")
         heartbeat.start()
         try:
-            HANDLERS[op.kind](self, op, log)
-        except RolledBack as exc:
-            log(f"failed: {exc}")
-            operations.finish(op, succeeded=False, error=str(exc))
-        except (BackendError, OperationFailed, TerraformError, WorkspaceBusy) as exc:
+            result = HANDLERS[op.kind](self, op, log)
+        except Outcome as exc:
+            db.session.rollback()
+            log(f"{exc.outcome.replace('_', ' ')}: {exc}")
+            if exc.outcome == OUTCOME_FAILED:
+                self._fail(op, str(exc))
+            else:
+                operations.finish(op, exc.outcome, str(exc))
+        except lifecycle.InvalidTransition as exc:
+            db.session.rollback()
+            log(f"skipped: {exc}")
+            operations.finish(op, OUTCOME_SKIPPED, str(exc))
+        except EXPECTED_FAILURES as exc:
+            db.session.rollback()
             log(f"failed: {exc}")
             self._fail(op, str(exc))
         except LeaseLost:
@@ -118,32 +167,34 @@ class Worker:
             log(f"failed: internal error ({exc.__class__.__name__}); see the worker's log")
             self._fail(op, f"internal error: {exc.__class__.__name__}")
         else:
+            if isinstance(result, Requeue):
+                if result.note and result.note != op.note:
+                    log(result.note)
+                operations.requeue(op, result.after, result.note)
+                return
             log("done")
-            operations.finish(op, succeeded=True)
+            operations.finish(op)
         finally:
             heartbeat.stop()
-        logger.info("operation %s (%s of %s) %s", op.id, op.kind, op.target, op.state)
+        logger.info("operation %s (%s of %s) %s", op.id, op.kind, op.target, op.outcome)
 
     def _fail(self, op: Operation, error: str) -> None:
         if op.cluster is not None:
-            op.cluster.state = "failed"
-        else:
-            try:
-                hub_service.transition(op.hub, "fail")
-            except lifecycle.InvalidTransition:
-                pass  # a hub already deleted stays deleted; the operation still records the failure
-        operations.finish(op, succeeded=False, error=error)
+            cluster_service.transition(op.cluster, "fail")
+        elif op.hub is not None and lifecycle.HUB.allows(op.hub.state, "fail"):
+            hub_service.transition(op.hub, "fail")  # a hub already deleted stays deleted
+        operations.fail(op, error)
 
     # -- clusters (Terraform) -------------------------------------------------------------------------------------
 
     def cluster_plan(self, op: Operation, log) -> None:
         cluster = op.cluster
-        cluster.state = "planning"
+        cluster_service.transition(cluster, "plan")
         db.session.commit()
         summary = cluster_service.runner_for(cluster).plan(cluster.variables, log)
         cluster.plan = {"summary": summary.as_dict(), "planned_at": utcnow().isoformat(timespec="seconds"),
                         "operation": op.id}
-        cluster.state = "planned"
+        cluster_service.transition(cluster, "planned")
         db.session.commit()
 
     def cluster_apply(self, op: Operation, log) -> None:
@@ -156,98 +207,132 @@ class Worker:
             cluster.plan = None
             raise OperationFailed("the worker stopped during apply; the workspace was unlocked. "
                                   "Review a new plan before applying again.")
-        cluster.state = "applying"
+        cluster_service.transition(cluster, "apply")
         db.session.commit()
         outputs = runner.apply(log)
         cluster_service.record_outputs(cluster, outputs)
         cluster.plan = None
-        cluster.state = "ready"
+        cluster_service.transition(cluster, "applied")
         db.session.commit()
         log(f"cluster {cluster.name} is ready")
 
     def cluster_destroy(self, op: Operation, log) -> None:
         cluster = op.cluster
-        cluster.state = "destroying"
+        cluster_service.transition(cluster, "destroy")
         db.session.commit()
         cluster_service.runner_for(cluster).destroy(cluster.variables, log)
-        cluster.state = "destroyed"
+        cluster_service.transition(cluster, "destroyed")
         cluster.outputs = {}
         cluster.kubeconfig = ""
         db.session.commit()
 
-    # -- handlers -------------------------------------------------------------------------------------------------
+    # -- handlers ------------------------------------------------------------------------------------------------
+    #
+    # A hub handler returns None when done, a Requeue to be looked at again, or raises an Outcome.  Where it is lives
+    # in ``op.step`` and ``op.data`` (committed before anything slow), so a re-claimed operation carries on.
 
-    def ensure_running(self, op: Operation, log, restart: bool = False, event: str = "provision") -> None:
+    def ensure_running(self, op: Operation, log, restart: bool = False, event: str = "provision") -> Requeue | None:
+        """Deploy (or restart) the hub with its current spec, then wait for /hub/health without blocking."""
         hub = op.hub
         if hub.desired == "deleted":
-            log("the hub is being deleted; nothing to start")
-            return
+            raise Cancelled("the hub is being deleted; nothing to start")
         backend = hub_service.backend_for(hub.cluster)
-        spec = config_service.hub_spec(hub)
-        hub_service.transition(hub, event)
-        db.session.commit()
-        if restart:
-            state = backend.restart(spec, hub.backend_state or {}, log)
-        else:
-            state = backend.deploy(spec, hub.backend_state or {}, log)
-        hub.backend_state = state
-        db.session.commit()
-        log("waiting for the hub to answer /hub/health")
-        deadline = time.monotonic() + self.start_timeout
-        while True:
-            status = backend.status(state)
-            if status.ready:
-                break
-            if not status.running:
-                raise OperationFailed(f"the hub stopped while starting: {status.message}")
-            if time.monotonic() > deadline:
-                raise OperationFailed(f"the hub did not become healthy within {self.start_timeout:g}s "
-                                      f"({status.message})")
-            time.sleep(0.5)
-        self._record(hub, status)
-        hub_service.transition(hub, "ready")
-        db.session.commit()
-        log(f"hub is healthy at {status.url} (JupyterHub {status.version})")
+        if op.step != "wait-ready":
+            spec = config_service.hub_spec(hub)
+            hub_service.transition(hub, event)
+            db.session.commit()
+            if restart:
+                backend_state = backend.restart(spec, hub.backend_state or {}, log)
+            else:
+                backend_state = backend.deploy(spec, hub.backend_state or {}, log)
+            hub.backend_state = backend_state
+            op.step = "wait-ready"
+            op.data = {**op.data, "deadline": time.time() + self.start_timeout}
+            db.session.commit()
+        status = backend.status(hub.backend_state or {})
+        if status.ready:
+            op.step = ""
+            monitoring.record_status(hub, status)
+            hub_service.transition(hub, "ready")
+            db.session.commit()
+            log(f"hub is healthy at {status.url} (JupyterHub {status.version})")
+            return None
+        if not status.running:
+            raise OperationFailed(f"the hub stopped while starting: {status.message}")
+        if time.time() > op.data["deadline"]:
+            raise OperationFailed(f"the hub did not become healthy within {self.start_timeout:g}s "
+                                  f"({status.message})")
+        return Requeue(min(5.0, status.retry_after or READY_POLL_SECONDS), "waiting for the hub to answer /hub/health")
 
-    def upgrade(self, op: Operation, log) -> None:
+    def with_rollback(self, op: Operation, log, event: str, what: str, undo) -> Requeue | None:
+        """Bring the hub up after a change; if it fails, ``undo()`` puts the previous desired state back (and returns
+        its name), the hub is brought up on it, and the operation ends rolled back.
+
+        ``op.data["failure"]`` marks the way back, so a re-claimed operation keeps going the right way.  A failure on
+        the way back fails the operation (and the hub) with both reasons.
+        """
+        if "failure" not in op.data:
+            try:
+                return self.ensure_running(op, log, event=event)
+            except (*EXPECTED_FAILURES, OperationFailed) as exc:
+                db.session.rollback()
+                log(f"the change failed: {exc}")
+                op.step = ""
+                op.data = {**op.data, "failure": f"{what} failed ({exc})", "back_to": undo(log)}
+                db.session.commit()
+        back_to = op.data.get("back_to") or "its previous state"
+        try:
+            waiting = self.ensure_running(op, log, event=event)
+        except (*EXPECTED_FAILURES, OperationFailed) as exc:
+            raise OperationFailed(f"{op.data['failure']}; putting it back on {back_to} failed too: {exc}") from None
+        if waiting:
+            return Requeue(waiting.after, f"rolling back to {back_to}: {waiting.note}")
+        raise RolledBack(f"{op.data['failure']}; rolled back to {back_to}")
+
+    def upgrade(self, op: Operation, log) -> Requeue | None:
         """Move a hub to the release its spec names: back up its database, deploy, wait until healthy.
 
-        On failure, restore the backup and the previous release, and fail saying so.  Re-claimed after a crash,
-        it carries on from where the hub is (the backup is taken once).
+        On failure, restore the backup and the previous release (the hub is healthy again) and end rolled back.
+        A hub that cannot take an upgrade (failed, being deleted) is skipped, untouched.
         """
         hub = op.hub
         target = db.session.get(Release, (hub.spec or {}).get("upgrade_to"))
         if target is None:
             raise OperationFailed("the hub's spec names no release to upgrade to")
-        backend = hub_service.backend_for(hub.cluster)
-        if hub.release_id != target.id:
+        if hub.release_id != target.id and "failure" not in op.data:
+            lifecycle.HUB.next_state(hub.state, "upgrade")  # refuse before touching anything
+            backend = hub_service.backend_for(hub.cluster)
             hub.previous_release_id = hub.release_id
             backup = backend.backup(hub.backend_state or {}, f"before-{target.name}-op{op.id}", log) \
                 if hub.backend_state else None
-            hub.spec = {**hub.spec, "backup": backup}
+            op.data = {**op.data, "backup": backup}
             hub.release_id = target.id
             db.session.commit()
-        previous = db.session.get(Release, hub.previous_release_id) if hub.previous_release_id else None
-        log(f"upgrading {hub.slug} to {target.name} (JupyterHub {target.jupyterhub_version})")
-        try:
-            self.ensure_running(op, log, event="upgrade")
-        except (BackendError, OperationFailed) as exc:
-            db.session.rollback()
-            log(f"upgrade failed: {exc}")
-            self.roll_back(op, log)
-            raise RolledBack(f"upgrade to {target.name} failed ({exc}); rolled back to "
-                                  f"{previous.name if previous else 'the platform default'}") from None
+            log(f"upgrading {hub.slug} to {target.name} (JupyterHub {target.jupyterhub_version})")
+        return self.with_rollback(op, log, "upgrade", f"upgrade to {target.name}",
+                                  lambda log: self._restore_previous_release(op, log))
 
-    def roll_back(self, op: Operation, log) -> None:
-        """Put the hub back on its previous release with the database it had before the upgrade."""
+    def _restore_previous_release(self, op: Operation, log) -> str:
         hub = op.hub
         previous = db.session.get(Release, hub.previous_release_id) if hub.previous_release_id else None
-        log(f"rolling back {hub.slug} to {previous.name if previous else 'the platform default'}")
-        if (hub.spec or {}).get("backup"):
-            hub_service.backend_for(hub.cluster).restore(hub.backend_state or {}, hub.spec["backup"], log)
+        name = previous.name if previous else "the platform default"
+        log(f"rolling back {hub.slug} to {name}")
+        if op.data.get("backup"):
+            hub_service.backend_for(hub.cluster).restore(hub.backend_state or {}, op.data["backup"], log)
         hub.release_id = hub.previous_release_id
-        db.session.commit()
-        self.ensure_running(op, log, event="upgrade")
+        return name
+
+    def roll_back(self, op: Operation, log) -> Requeue | None:
+        """Put the hub back on its previous release with the database it had before its upgrade."""
+        hub = op.hub
+        if not op.data.get("restored"):
+            upgrade = db.session.execute(db.select(Operation).where(Operation.hub_id == hub.id, Operation.kind == "upgrade")
+                                         .order_by(Operation.id.desc()).limit(1)).unique().scalar_one_or_none()
+            backup = (upgrade.data or {}).get("backup") if upgrade else None
+            op.data = {**op.data, "restored": True, "backup": backup}
+            self._restore_previous_release(op, log)
+            db.session.commit()
+        return self.ensure_running(op, log, event="upgrade")
 
     def synthetic_check(self, op: Operation, log) -> None:
         hub = op.hub
@@ -272,42 +357,14 @@ class Worker:
         hub_service.transition(hub, "removed")
         db.session.commit()
 
-    # -- observation ----------------------------------------------------------------------------------------------
-
-    def _record(self, hub: Hub, status) -> None:
-        hub.url = status.url or hub.url
-        health = HEALTHY if status.ready else DOWN
-        if health != hub.health:
-            hub.health_since = utcnow()
-        hub.health = health
-        hub.status_message = status.message
-        hub.observed_at = utcnow()
-        if status.ready:
-            hub.jupyterhub_version = status.version or hub.jupyterhub_version
-            hub.user_count = status.users if status.users is not None else hub.user_count
-
-    def _idle_serving_hubs(self) -> list[Hub]:
-        busy = db.select(Operation.hub_id).where(Operation.state.in_(("queued", "running")))
-        return list(db.session.execute(
-            db.select(Hub).where(Hub.state.in_(lifecycle.SERVING), Hub.desired == "running", Hub.id.not_in(busy))
-        ).unique().scalars())
-
-    def observe(self) -> None:
-        """Sweep every serving hub with no operation in flight; record samples, health, alerts; send webhooks."""
-        hubs = self._idle_serving_hubs()
-        monitoring.record(hubs, monitoring.probe_fleet(hubs))
-        db.session.commit()
-        monitoring.deliver()
-        if time.monotonic() >= self.next_compact:
-            monitoring.compact()
-            self.next_compact = time.monotonic() + 600
+    # -- after a restart ------------------------------------------------------------------------------------------
 
     def resync(self) -> None:
         """At start: queue a reconcile for every hub that should be serving but whose process is gone.
 
         Hubs still running are adopted as they are (the next observation records them).
         """
-        for hub in self._idle_serving_hubs():
+        for hub in monitoring.idle_serving_hubs():
             if not hub_service.backend_for(hub.cluster).status(hub.backend_state or {}).running:
                 operations.enqueue(hub, "reconcile", SYSTEM_ACTOR)
                 logger.info("hub %s is not running; queued a reconcile", hub.slug)
@@ -357,9 +414,31 @@ class _Heartbeat:
                 db.session.remove()
 
 
-def start_in_process(app) -> tuple[threading.Thread, threading.Event]:
-    """Run a worker in a daemon thread of this process (the embedded default); returns (thread, stop event)."""
-    stop = threading.Event()
-    thread = threading.Thread(target=Worker(app).run, args=(stop,), name="hubfleet-worker", daemon=True)
-    thread.start()
-    return thread, stop
+class Background:
+    """The worker and the monitor running as daemon threads of this process; ``join`` waits for both."""
+
+    def __init__(self, app):
+        from console.monitor import Monitor
+
+        self.stop = threading.Event()
+        self.threads = [threading.Thread(target=Worker(app).run, args=(self.stop,), name="hubfleet-worker",
+                                         daemon=True),
+                        threading.Thread(target=Monitor(app).run, args=(self.stop,), name="hubfleet-monitor",
+                                         daemon=True)]
+        for thread in self.threads:
+            thread.start()
+
+    def join(self, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for thread in self.threads:
+            thread.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+
+    def is_alive(self) -> bool:
+        return any(thread.is_alive() for thread in self.threads)
+
+
+def start_in_process(app) -> tuple[Background, threading.Event]:
+    """Run a worker and a monitor in daemon threads of this process (the embedded default); returns (them, their
+    stop event)."""
+    background = Background(app)
+    return background, background.stop

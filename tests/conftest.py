@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import time
 import tempfile
 from pathlib import Path
 import re
@@ -163,15 +164,25 @@ def login(app):
 
 @pytest.fixture
 def run_worker(app):
-    """``run_worker()`` executes queued operations in this thread until none is left; returns how many ran."""
+    """``run_worker()`` works on operations in this thread until none is queued or waiting (a waiting one is taken
+    up again when it is due); returns how many operations finished."""
+    from console.models import WAITING, Operation
+    from console.services import operations
     from console.worker import Worker
 
-    def run(limit: int = 50) -> int:
+    def run(limit: int = 50, timeout: float = 60) -> int:
         worker = Worker(app, owner="test-worker")
+        deadline = time.monotonic() + timeout
         done = 0
         with app.app_context():
-            while done < limit and worker.run_once():
-                done += 1
+            while done < limit and time.monotonic() < deadline:
+                op = worker.run_once()
+                if op is not None:
+                    done += op.terminal
+                    continue
+                if not db.session.execute(db.select(Operation.id).where(Operation.state == WAITING)).first():
+                    break
+                time.sleep(max(0.01, operations.next_due_in(1.0)))
             db.session.remove()
         if has_app_context():
             db.session.expire_all()  # the test's own session must see what the worker wrote

@@ -10,6 +10,7 @@ from infra import providers
 from infra.runner import TerraformRunner
 from werkzeug.exceptions import Conflict, Forbidden
 
+from console.lifecycles import CLUSTER
 from console.crypto import decrypt_json, encrypt_json
 from console.extensions import db
 from console.models import Cluster, Hub, Operation, User
@@ -21,6 +22,12 @@ MAX_KUBECONFIG = 256 * 1024
 def _require_operator(user: User) -> None:
     if not user.is_operator:
         raise Forbidden("only operators manage clusters")
+
+
+def transition(cluster: Cluster, event: str) -> None:
+    """Move ``cluster`` along its lifecycle (``console.lifecycles.CLUSTER``); raises ``InvalidTransition``.  The
+    caller commits."""
+    cluster.state = CLUSTER.next_state(cluster.state, event)
 
 
 def runner_for(cluster: Cluster) -> TerraformRunner:

@@ -24,6 +24,24 @@ def transition(hub: Hub, event: str) -> None:
         hub.deleted_at = utcnow()
 
 
+def observe_hub(hub: Hub, health: str, reason: str, result, now) -> None:
+    """Write what was observed of ``hub`` (health and why, version, users, servers, probe time): the one writer of
+    the observed columns, called by monitoring for probes and by the worker when a hub it started answers.
+
+    ``result`` is a ``clusters.probe.ProbeResult``.  The caller commits.
+    """
+    if health != hub.health:
+        hub.health_since = now
+    hub.health, hub.observed_at = health, now
+    hub.status_message = f"{reason}: {result.error}" if result.error else reason
+    hub.probe_seconds = round(result.duration, 3)
+    if result.up:
+        hub.jupyterhub_version = result.version or hub.jupyterhub_version
+        hub.user_count = result.total_users if result.total_users is not None else hub.user_count
+        hub.running_servers = result.running_servers if result.running_servers is not None else hub.running_servers
+        hub.active_users = result.active_users.get("24h", hub.active_users)
+
+
 def list_hubs(user: User, institution: Institution | None = None) -> list[Hub]:
     """The live hubs ``user`` may see (of one institution if given), institution and cluster loaded in one query."""
     query = scope.hubs(user).join(Hub.institution).order_by(Institution.slug, Hub.slug)

@@ -4,21 +4,25 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Callable
 
 import httpx
 from clusters import health as health_rules
 from clusters import lifecycle
+from clusters.base import HubStatus
 from clusters.probe import ProbeResult, Target, sweep
 from flask import current_app
 from werkzeug.exceptions import Forbidden
 
 from console.extensions import db
-from console.models import Alert, Hub, HubSample, Institution, User, WebhookTarget, utcnow
-from console.services import FieldErrors, audit
+from console.models import (OPERATION_PENDING, Alert, Hub, HubSample, Institution, Operation, User, WebhookTarget,
+                            utcnow)
+from console.services import FieldErrors, audit, operations
 from console.services import hubs as hub_service
 
 logger = logging.getLogger(__name__)
+SUPERVISOR = "hubfleet-supervisor"
+STABLE_AFTER_RESTART = timedelta(minutes=10)  # a restarted hub up this long has its restart count reset
 RAW_RETENTION = timedelta(days=1)
 HOURLY_RETENTION = timedelta(days=30)
 ALERT_KINDS = ("down", "degraded")
@@ -31,8 +35,9 @@ def probe_fleet(hubs: list[Hub]) -> dict[int, ProbeResult]:
     """
     config = current_app.config
     targets, results = [], {}
+    backends = backends_of(hubs)
     for hub in hubs:
-        backend = hub_service.backend_for(hub.cluster)
+        backend = backends[hub.cluster_id]
         state = hub.backend_state or {}
         if hub.url and backend.api_url(state):
             targets.append(Target(hub.id, hub.url, backend.api_token(state)))
@@ -44,8 +49,34 @@ def probe_fleet(hubs: list[Hub]) -> dict[int, ProbeResult]:
     return {**results, **{r.key: r for r in swept}}
 
 
+def backends_of(hubs: list[Hub]) -> dict[int, Any]:
+    """One backend adapter per cluster of ``hubs``, by cluster id."""
+    backends: dict[int, Any] = {}
+    for hub in hubs:
+        if hub.cluster_id not in backends:
+            backends[hub.cluster_id] = hub_service.backend_for(hub.cluster)
+    return backends
+
+
+def live_hubs() -> list[Hub]:
+    """Every hub that should be running (not being deleted), institution and cluster loaded."""
+    return list(db.session.execute(db.select(Hub).where(Hub.state != lifecycle.DELETED, Hub.desired == "running")
+                                   .order_by(Hub.id)).unique().scalars())
+
+
+def idle_serving_hubs() -> list[Hub]:
+    """Serving hubs with no operation in flight."""
+    busy = db.select(Operation.hub_id).where(Operation.state.in_(OPERATION_PENDING), Operation.hub_id.is_not(None))
+    return list(db.session.execute(
+        db.select(Hub).where(Hub.state.in_(lifecycle.SERVING), Hub.desired == "running", Hub.id.not_in(busy))
+    ).unique().scalars())
+
+
 def record(hubs: list[Hub], results: dict[int, ProbeResult], now: datetime | None = None) -> None:
-    """Store one sample per probed hub, derive each hub's health, move its state, open or close alerts."""
+    """Store one sample per probed hub, derive each hub's health, write what was observed, move its state.
+
+    The caller commits.
+    """
     now = now or utcnow()
     for hub in hubs:
         result = results.get(hub.id)
@@ -55,7 +86,8 @@ def record(hubs: list[Hub], results: dict[int, ProbeResult], now: datetime | Non
                                  duration=result.duration, running_servers=result.running_servers,
                                  total_users=result.total_users,
                                  active_users=result.active_users.get("24h"),
-                                 spawn_success=result.spawn_success, spawn_failure=result.spawn_failure))
+                                 spawn_success=result.spawn_success, spawn_failure=result.spawn_failure,
+                                 alive=result.alive))
     db.session.flush()
     recent = recent_samples([h.id for h in hubs if h.id in results])
     for hub in hubs:
@@ -63,20 +95,52 @@ def record(hubs: list[Hub], results: dict[int, ProbeResult], now: datetime | Non
         if result is None:
             continue
         health, reason = health_rules.derive(recent.get(hub.id, []))
-        if health != hub.health:
-            hub.health_since = now
-        hub.health, hub.status_message, hub.observed_at = health, (reason if not result.error else
-                                                                   f"{reason}: {result.error}"), now
-        hub.probe_seconds = round(result.duration, 3)
-        if result.up:
-            hub.jupyterhub_version = result.version or hub.jupyterhub_version
-            hub.user_count = result.total_users if result.total_users is not None else hub.user_count
-            hub.running_servers = result.running_servers
-            hub.active_users = result.active_users.get("24h")
+        hub_service.observe_hub(hub, health, reason, result, now)
+        if health == health_rules.HEALTHY and hub.restart_count and hub.restarted_at and \
+                now - hub.restarted_at >= STABLE_AFTER_RESTART:
+            hub.restart_count = 0  # it has stayed up: a later crash starts the backoff afresh
         event = "healthy" if health == health_rules.HEALTHY else "unhealthy"
-        if (hub.state, event) in lifecycle.TABLE:
+        if lifecycle.HUB.allows(hub.state, event):
             hub_service.transition(hub, event)
-        evaluate_alerts(hub, now)
+
+
+def record_status(hub: Hub, status: HubStatus, now: datetime | None = None) -> None:
+    """Record what a backend said of ``hub`` (the worker, when a hub it started answers) as a sample."""
+    hub.url = status.url or hub.url
+    record([hub], {hub.id: ProbeResult(key=hub.id, up=status.ready, duration=0.0,
+                                       error="" if status.ready else status.message, version=status.version,
+                                       total_users=status.users, alive=status.running)}, now)
+
+
+# -- supervision ----------------------------------------------------------------------------------------------------
+
+def restart_delay(restarts: int) -> float:
+    """Seconds to wait before the next restart of a hub restarted ``restarts`` times already: 0, 5, 10, 20, ..., 300."""
+    return 0.0 if restarts == 0 else min(300.0, 5.0 * 2 ** (restarts - 1))
+
+
+def supervise(hub: Hub, why: Callable[[], str], now: datetime) -> Operation | None:
+    """A hub whose processes are gone: queue a restart after its backoff, or mark it failed when it keeps crashing.
+
+    ``why()`` says what the backend sees (for a local hub, the end of its log).  Does nothing while another operation
+    works on the hub.  Returns the restart operation, if one was queued.  The
+    caller commits.
+    """
+    if operations.pending(hub) is not None:
+        return None
+    limit = int(current_app.config["MAX_RESTARTS"])
+    if hub.restart_count >= limit:
+        if hub.state != lifecycle.FAILED:
+            hub_service.transition(hub, "fail")
+            hub.status_message = f"keeps crashing: restarted {hub.restart_count} times, down again; {why()}"
+            audit(SUPERVISOR, "hub.crashloop", hub.slug, hub.institution_id, restarts=hub.restart_count)
+        return None
+    if hub.restarted_at and (now - hub.restarted_at).total_seconds() < restart_delay(hub.restart_count):
+        return None
+    hub.restart_count += 1
+    hub.restarted_at = now
+    audit(SUPERVISOR, "hub.restart", hub.slug, hub.institution_id, restart=hub.restart_count)
+    return operations.enqueue(hub, "reconcile", SUPERVISOR)
 
 
 def recent_samples(hub_ids: list[int], count: int = 20) -> dict[int, list[health_rules.Sample]]:
@@ -86,13 +150,13 @@ def recent_samples(hub_ids: list[int], count: int = 20) -> dict[int, list[health
     every = float(current_app.config["PROBE_SECONDS"])
     since = utcnow() - timedelta(seconds=every * (count + 2) + 60)
     rows = db.session.execute(
-        db.select(HubSample.hub_id, HubSample.up, HubSample.duration, HubSample.spawn_failure)
+        db.select(HubSample.hub_id, HubSample.up, HubSample.duration, HubSample.spawn_failure, HubSample.alive)
         .where(HubSample.hub_id.in_(hub_ids), HubSample.resolution == "raw", HubSample.at >= since)
         .order_by(HubSample.hub_id, HubSample.at.desc(), HubSample.id.desc())).all()
     grouped: dict[int, list[health_rules.Sample]] = defaultdict(list)
-    for hub_id, up, duration, spawn_failure in rows:
+    for hub_id, up, duration, spawn_failure, alive in rows:
         if len(grouped[hub_id]) < count:
-            grouped[hub_id].append(health_rules.Sample(bool(up), duration, spawn_failure))
+            grouped[hub_id].append(health_rules.Sample(bool(up), duration, spawn_failure, alive))
     return grouped
 
 
@@ -103,11 +167,22 @@ def _open_alert(hub: Hub, kind: str) -> Alert | None:
                                                      Alert.resolved_at.is_(None))).scalars().first()
 
 
-def evaluate_alerts(hub: Hub, now: datetime) -> None:
-    """Open an alert when a hub has been down (or degraded) long enough; resolve it when it is not any more.
+def evaluate_alerts(hubs: list[Hub], now: datetime) -> None:
+    """Open an alert when a hub has been down (or degraded) long enough; resolve it when it is not any more, and
+    every open alert of a hub that is deleted or being deleted.
 
-    One open alert per hub and kind: a hub that stays down is not alerted again.
+    One open alert per hub and kind: a hub that stays down is not alerted again.  The caller commits.
     """
+    for hub in hubs:
+        _evaluate(hub, now)
+    gone = db.session.execute(db.select(Alert).join(Alert.hub).where(
+        Alert.resolved_at.is_(None), (Hub.desired == "deleted") | (Hub.state == lifecycle.DELETED))).scalars().all()
+    for alert in gone:
+        alert.resolved_at = now
+        alert.reason = f"{alert.reason} (closed: the hub was deleted)"
+
+
+def _evaluate(hub: Hub, now: datetime) -> None:
     rules = {"down": float(current_app.config["ALERT_DOWN_SECONDS"]),
              "degraded": float(current_app.config["ALERT_DEGRADED_SECONDS"])}
     for kind in ALERT_KINDS:

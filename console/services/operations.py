@@ -1,4 +1,10 @@
-"""Durable operations: queued by services, claimed by workers under a lease, logged line by line."""
+"""Durable operations: queued by services, claimed by workers under a lease, logged line by line.
+
+An operation is worked on in steps.  A step that must wait for the outside world (a hub answering, a Helm release
+settling) does not sleep: it records where it is and asks to be looked at again later (:func:`requeue`), which frees
+the worker for other operations, the way a Kubernetes controller requeues.  Operations of one hub (or one cluster, or
+one release) still run one at a time, in the order they were queued.
+"""
 from __future__ import annotations
 
 from datetime import timedelta
@@ -7,30 +13,46 @@ from sqlalchemy import and_, exists, or_, update
 from sqlalchemy.orm import aliased
 
 from console.extensions import db
-from console.models import FAILED, QUEUED, RUNNING, SUCCEEDED, Cluster, Hub, Operation, OperationLog, utcnow
+from console.models import (FAILED, OPERATION_PENDING, OUTCOME_FAILED, OUTCOME_SKIPPED, OUTCOME_SUCCEEDED, OUTCOMES,
+                            QUEUED, RUNNING, SUCCEEDED, WAITING, Cluster, Hub, Operation, OperationLog, Release,
+                            utcnow)
 
 
-def enqueue(hub: Hub | None, kind: str, actor: str, cluster: Cluster | None = None) -> Operation:
-    """Add a queued operation for ``hub`` (or ``cluster``) to the session; the caller commits."""
-    op = Operation(hub=hub, cluster=cluster, kind=kind, actor=actor, state=QUEUED)
+def enqueue(hub: Hub | None, kind: str, actor: str, cluster: Cluster | None = None,
+            release: Release | None = None, data: dict | None = None) -> Operation:
+    """Add a queued operation for ``hub`` (or ``cluster``, or ``release``) to the session; the caller commits."""
+    op = Operation(hub=hub, cluster=cluster, release=release, kind=kind, actor=actor, state=QUEUED,
+                   data=dict(data or {}))
     db.session.add(op)
     return op
 
 
-def claim_next(owner: str, lease_seconds: float) -> Operation | None:
-    """Claim the oldest runnable operation: queued, or running under an expired lease (its worker died).
+def pending(hub: Hub, kind: str | None = None) -> Operation | None:
+    """The hub's oldest operation not yet finished (of ``kind`` if given), or None."""
+    query = db.select(Operation).where(Operation.hub_id == hub.id, Operation.state.in_(OPERATION_PENDING))
+    if kind:
+        query = query.where(Operation.kind == kind)
+    return db.session.execute(query.order_by(Operation.id).limit(1)).unique().scalar_one_or_none()
 
-    Operations of one hub (or one cluster) run one at a time, in the order they were queued.  On PostgreSQL the row is locked with
-    SKIP LOCKED so several workers never claim the same one; SQLite runs one worker.  Commits; returns the claimed
+
+def claim_next(owner: str, lease_seconds: float) -> Operation | None:
+    """Claim the oldest runnable operation: queued, waiting and due, or running under an expired lease (its worker
+    died).
+
+    An operation waits while an earlier one of the same hub (cluster, release) is not finished.  On PostgreSQL the row
+    is locked with SKIP LOCKED so several workers never claim the same one; SQLite runs one worker.  ``attempts``
+    counts claims of a queued or abandoned operation, not the returns of a waiting one.  Commits; returns the claimed
     operation or None.
     """
     now = utcnow()
     earlier = aliased(Operation)
     same_target = or_(and_(Operation.hub_id.is_not(None), earlier.hub_id == Operation.hub_id),
-                      and_(Operation.cluster_id.is_not(None), earlier.cluster_id == Operation.cluster_id))
-    blocked = exists().where(and_(same_target, earlier.id < Operation.id, earlier.state.in_((QUEUED, RUNNING))))
+                      and_(Operation.cluster_id.is_not(None), earlier.cluster_id == Operation.cluster_id),
+                      and_(Operation.release_id.is_not(None), earlier.release_id == Operation.release_id))
+    blocked = exists().where(and_(same_target, earlier.id < Operation.id, earlier.state.in_(OPERATION_PENDING)))
     query = (db.select(Operation)
              .where(or_(Operation.state == QUEUED,
+                        and_(Operation.state == WAITING, Operation.run_after <= now),
                         and_(Operation.state == RUNNING, Operation.lease_expires < now)))
              .where(~blocked)
              .order_by(Operation.id).limit(1)
@@ -39,13 +61,35 @@ def claim_next(owner: str, lease_seconds: float) -> Operation | None:
     if op is None:
         db.session.rollback()
         return None
+    if op.state != WAITING:
+        op.attempts += 1
     op.state = RUNNING
-    op.attempts += 1
+    op.run_after = None
     op.lease_owner = owner
     op.lease_expires = now + timedelta(seconds=lease_seconds)
     op.started_at = op.started_at or now
     db.session.commit()
     return op
+
+
+def next_due_in(default: float) -> float:
+    """Seconds until the soonest waiting operation is due (at most ``default``), for an idle worker's nap."""
+    soonest = db.session.execute(db.select(db.func.min(Operation.run_after))
+                                 .where(Operation.state == WAITING)).scalar()
+    db.session.rollback()
+    if soonest is None:
+        return default
+    return max(0.0, min(default, (soonest - utcnow()).total_seconds()))
+
+
+def requeue(op: Operation, after: float, note: str = "") -> None:
+    """Give the operation back: a worker claims it again ``after`` seconds from now.  Commits."""
+    op.state = WAITING
+    op.run_after = utcnow() + timedelta(seconds=max(0.0, after))
+    op.note = note
+    op.lease_owner = None
+    op.lease_expires = None
+    db.session.commit()
 
 
 def renew_lease(operation_id: int, owner: str, lease_seconds: float) -> bool:
@@ -64,13 +108,27 @@ def append_log(op: Operation, line: str) -> None:
     db.session.commit()
 
 
-def finish(op: Operation, succeeded: bool, error: str = "") -> None:
-    op.state = SUCCEEDED if succeeded else FAILED
+def finish(op: Operation, outcome: str = OUTCOME_SUCCEEDED, error: str = "") -> None:
+    """End the operation with a typed ``outcome`` (one of ``models.OUTCOMES``) and, unless it succeeded, why.
+
+    Commits.  Succeeded and skipped operations are in state "succeeded", the others in state "failed".
+    """
+    if outcome not in OUTCOMES:
+        raise ValueError(f"unknown outcome {outcome!r}")
+    op.state = SUCCEEDED if outcome in (OUTCOME_SUCCEEDED, OUTCOME_SKIPPED) else FAILED
+    op.outcome = outcome
     op.error = error
+    op.note = ""
     op.finished_at = utcnow()
+    op.run_after = None
     op.lease_owner = None
     op.lease_expires = None
     db.session.commit()
+
+
+def fail(op: Operation, error: str) -> None:
+    """``finish(op, OUTCOME_FAILED, error)``."""
+    finish(op, OUTCOME_FAILED, error)
 
 
 def log_lines(op: Operation, after_id: int = 0) -> list[OperationLog]:

@@ -172,10 +172,10 @@ def _finish_ops(rollout: Rollout) -> None:
         if op is None or not op.terminal:
             continue
         if item.state == "upgrading":
-            if op.state == "succeeded":
+            if op.outcome == "succeeded":
                 item.state = "upgraded"
             else:
-                item.state = "rolled_back" if "rolled back" in op.error else "failed"
+                item.state = "rolled_back" if op.outcome == "rolled_back" else "failed"
                 item.note = op.error
         elif item.state == "rolling_back":
             item.state = "rolled_back" if op.state == "succeeded" else "failed"

@@ -77,7 +77,7 @@ def test_operations_of_one_hub_run_in_order(create_cluster, make_hub, run_worker
     first = operations.claim_next("w1", 30)
     assert first.id == create_op.id
     assert operations.claim_next("w2", 30) is None  # the delete waits for the create
-    operations.finish(first, succeeded=True)
+    operations.finish(first)
     assert operations.claim_next("w2", 30).id == delete_op.id
 
 
@@ -133,7 +133,7 @@ def test_a_failed_deletion_can_be_retried(create_cluster, make_hub, run_worker):
     hub, _, operator = make_hub(cluster)
     run_worker()
     first = hub_service.delete_hub(operator, hub)
-    operations.finish(operations.claim_next("w", 30), succeeded=False, error="the cloud said no")
+    operations.fail(operations.claim_next("w", 30), "the cloud said no")
     second = hub_service.delete_hub(operator, reload(hub))
     assert second.id != first.id and second.state == "queued"
     run_worker()

@@ -1,0 +1,95 @@
+"""The monitor: watches the fleet on its own schedule, in its own thread and database session.
+
+No operation, however long or broken, pauses it: the worker's loop and the monitor's share nothing but the database.
+Every ``PROBE_SECONDS`` it sweeps every serving hub; a hub whose last probe failed is probed again every
+``RECHECK_SECONDS`` until it answers, so "down" is decided in seconds.  Every tick it also asks supervised backends
+(local processes) whether each hub's processes still exist, without any request: a hub found gone is down at once and
+is restarted with backoff (:func:`console.services.monitoring.supervise`), as systemd or the kubelet would.
+
+On PostgreSQL several worker processes may run; a named lease makes one of them the monitor at a time.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from clusters import lifecycle
+from clusters.probe import ProbeResult
+
+from console.extensions import db
+from console.models import utcnow
+from console.services import leases, monitoring
+
+logger = logging.getLogger(__name__)
+LEASE_NAME = "monitor"
+
+
+class Monitor:
+    def __init__(self, app, owner: str | None = None):
+        self.app = app
+        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}:monitor"
+        config = app.config
+        self.every = float(config["PROBE_SECONDS"])
+        self.recheck = float(config["RECHECK_SECONDS"])
+        self.lease = max(10.0, 3 * self.every)
+        self.failing: set[int] = set()  # hubs whose last probe failed: probed again every recheck
+        self.next_sweep = 0.0
+        self.next_compact = 0.0
+
+    def run(self, stop: threading.Event) -> None:
+        """Tick every ``RECHECK_SECONDS`` until ``stop`` is set, while this process holds the monitor's lease."""
+        with self.app.app_context():
+            while not stop.is_set():
+                try:
+                    if leases.hold(LEASE_NAME, self.owner, self.lease):
+                        self.tick()
+                except Exception:  # the monitor must outlive a bad pass (a database restart, say)
+                    logger.exception("monitor pass failed")
+                    db.session.rollback()
+                finally:
+                    db.session.remove()
+                stop.wait(self.recheck)
+            try:
+                leases.release(LEASE_NAME, self.owner)
+            finally:
+                db.session.remove()
+
+    def tick(self) -> None:
+        """One pass: find dead processes, probe the hubs that are due, record, restart, alert, deliver."""
+        hubs = monitoring.live_hubs()
+        backends = monitoring.backends_of(hubs)
+        now = utcnow()
+        results: dict[int, ProbeResult] = {}
+        gone: dict[int, str] = {}
+        for hub in hubs:
+            backend = backends[hub.cluster_id]
+            if getattr(backend, "supervised", False) and hub.backend_state and hub.state != lifecycle.REQUESTED \
+                    and backend.alive(hub.backend_state) is False:
+                gone[hub.id] = "its processes are not running"
+                if hub.state in lifecycle.SERVING:
+                    results[hub.id] = ProbeResult(key=hub.id, up=False, duration=0.0, alive=False,
+                                                  error="found gone by the supervisor")
+        serving = [h for h in hubs if h.state in lifecycle.SERVING and h.id not in gone]
+        if time.monotonic() >= self.next_sweep:
+            due = serving
+            self.next_sweep = time.monotonic() + self.every
+        else:
+            due = [h for h in serving if h.id in self.failing]
+        results.update(monitoring.probe_fleet(due))
+        monitoring.record(hubs, results, now)
+        self.failing = {key for key, result in results.items() if not result.up}
+        for hub in hubs:
+            if hub.id in gone and (hub.state in lifecycle.SERVING or
+                                   (hub.state == lifecycle.FAILED and hub.restart_count)):
+                backend = backends[hub.cluster_id]
+                monitoring.supervise(hub, lambda: backend.status(hub.backend_state).message, now)
+        monitoring.evaluate_alerts(hubs, now)
+        db.session.commit()
+        monitoring.deliver()
+        if time.monotonic() >= self.next_compact:
+            monitoring.compact()
+            self.next_compact = time.monotonic() + 600
