@@ -61,7 +61,8 @@ def config(tmp_path, database_url):
         "WORKER_POLL_SECONDS": 0.05,
         "LEASE_SECONDS": 3,
         "HUB_START_TIMEOUT": 60,
-        "LOCAL_PORT_RANGE": [21000, 21999],
+        # HUBFLEET_TEST_PORTS="first-last" keeps suites run side by side on one machine off each other's ports
+        "LOCAL_PORT_RANGE": [int(p) for p in os.environ.get("HUBFLEET_TEST_PORTS", "21000-21999").split("-")],
         # JupyterHub versions installed for release tests are kept across tests and runs
         "RELEASE_ENVIRONMENTS": os.environ.get("HUBFLEET_TEST_ENVIRONMENTS",
                                                str(Path(tempfile.gettempdir()) / "hubfleet-test-environments")),
