@@ -111,7 +111,9 @@ def test_sigkill_of_the_worker_mid_creation_ends_with_one_healthy_hub(app, clien
         wait_for(lambda: any("started JupyterHub" in line
                              for line in operation_state(client, headers, op_id)["log"]), 60,
                  what="the worker to start JupyterHub")
-        assert operation_state(client, headers, op_id)["state"] == "running"
+        # Killed either mid-step (running: its lease must expire) or while the operation waits for the hub.
+        killed_in = operation_state(client, headers, op_id)["state"]
+        assert killed_in in ("running", "waiting")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -122,8 +124,8 @@ def test_sigkill_of_the_worker_mid_creation_ends_with_one_healthy_hub(app, clien
     finally:
         second.terminate()
         second.wait(30)
-    assert op["attempts"] == 2
-    assert any("adopting it" in line for line in op["log"]), "\n".join(op["log"])
+    if op["attempts"] == 2:  # the second worker re-did the deploy step: it adopted the hub the first one started
+        assert any("adopting it" in line for line in op["log"]), "\n".join(op["log"])
     hub_dir = tmp_path / "data" / "clusters" / "local" / "hubs" / "north-lab"
     [main] = main_processes(hub_dir)
     # The worker's settings (its database URL, secret key) did not leak into the hub's environment.
@@ -134,14 +136,23 @@ def test_sigkill_of_the_worker_mid_creation_ends_with_one_healthy_hub(app, clien
     assert db.session.query(Operation).filter(Operation.state != "succeeded").count() == 0
 
 
+def _drain(app, worker, timeout=60):
+    """Work on operations in this thread until none is queued or waiting."""
+    with app.app_context():
+        wait_for(lambda: (worker.run_once() or True) and not db.session.query(Operation).filter(
+            Operation.state.in_(("queued", "waiting", "running"))).count(), timeout, interval=0.1,
+            what="the operations to finish")
+        db.session.remove()
+    db.session.expire_all()
+
+
 def test_hubs_survive_a_console_restart(app, client, local_fleet):
     from console.worker import Worker
 
     headers = local_fleet
     op_id = client.post("/api/v1/hubs", json={"slug": "north-lab", "institution": "north", "cluster": "local"},
                         headers=headers).get_json()["operation"]
-    with app.app_context():
-        Worker(app).run_once()
+    _drain(app, Worker(app))
     wait_operation(client, headers, op_id, timeout=5)
     state = db.session.execute(db.select(Hub.backend_state).filter_by(slug="north-lab")).scalar_one()
     hub_dir = Path(state["dir"])
@@ -159,7 +170,7 @@ def test_hubs_survive_a_console_restart(app, client, local_fleet):
     with app.app_context():
         worker = Worker(app)
         worker.resync()
-        assert worker.run_once()
+    _drain(app, worker)
     ops = [(o.kind, o.state, [l.line for l in o.lines]) for o in db.session.query(Operation)]
     assert db.session.query(Operation).filter_by(kind="reconcile", state="succeeded").count() == 1, ops
     [restarted] = main_processes(hub_dir)
