@@ -8,22 +8,25 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import socket
 import threading
 import time
 import uuid
 
 from dataclasses import dataclass
+from pathlib import Path
 
-from clusters import lifecycle
-from clusters.base import BackendError
-from clusters.environments import EnvironmentSetupError
+from clusters import environments, lifecycle
+from clusters.base import BackendError, HubSpec, get_backend
+from clusters.environments import EnvironmentSetupError, installed_jupyterhub, python_for
+from clusters.preflight import preflight
 from clusters.synthetic import CHECK_USER, run_check
 from infra.runner import TerraformError, WorkspaceBusy
 
 from console.extensions import db
-from console.models import (OUTCOME_CANCELLED, OUTCOME_FAILED, OUTCOME_ROLLED_BACK, OUTCOME_SKIPPED, Operation,
-                            Release, utcnow)
+from console.models import (OUTCOME_CANCELLED, OUTCOME_FAILED, OUTCOME_ROLLED_BACK, OUTCOME_SKIPPED, Cluster,
+                            Operation, Release, Rollout, utcnow)
 from console.services import clusters as cluster_service
 from console.services import config as config_service
 from console.services import hubs as hub_service
@@ -32,6 +35,9 @@ from console.services import monitoring, operations, releases
 logger = logging.getLogger(__name__)
 SYSTEM_ACTOR = "hubfleet-worker"
 READY_POLL_SECONDS = 0.5  # how soon to look again at a starting hub whose backend gives no hint
+BUILD_POLL_SECONDS = 2.0  # how often a release's preparation looks at its environment's build
+BUILD_TIMEOUT = 30 * 60  # a build of one JupyterHub environment that takes longer is given up
+SMOKE_SLUG = "smoke-test"
 
 
 @dataclass(frozen=True)
@@ -50,6 +56,15 @@ class Outcome(Exception):
 
 class OperationFailed(Outcome):
     """The operation cannot succeed."""
+
+    marks_hub_failed = True
+
+
+class Refused(OperationFailed):
+    """The change was refused before the hub was touched (its preflight failed): the operation fails, the hub keeps
+    serving as it was and is not marked failed."""
+
+    marks_hub_failed = False
 
 
 class RolledBack(Outcome):
@@ -118,6 +133,10 @@ class Worker:
 
     def run_once(self) -> Operation | None:
         """Claim one operation and work one step of it; returns it (finished or requeued), or None if none was due."""
+        # Read everything afresh once per step, then keep what this step wrote: a step commits several times (so
+        # pages follow it) and reloading the operation and its hub after each commit was most of a step's cost.
+        db.session.expire_all()
+        db.session().expire_on_commit = False
         op = operations.claim_next(self.owner, self.lease)
         if op is None:
             return None
@@ -138,8 +157,9 @@ class Worker:
             self._fail(op, "too many attempts")
             return
         if not op.step and op.data.get("started_by") != op.attempts:
-            op.data = {**op.data, "started_by": op.attempts}
-            log(f"{op.kind} of {op.target} started by {self.owner} (attempt {op.attempts})")
+            op.data = {**op.data, "started_by": op.attempts}  # committed with the handler's first write
+            operations.append_log(op, f"{op.kind} of {op.target} started by {self.owner} (attempt {op.attempts})",
+                                  commit=False)
         heartbeat.start()
         try:
             result = HANDLERS[op.kind](self, op, log)
@@ -147,7 +167,7 @@ class Worker:
             db.session.rollback()
             log(f"{exc.outcome.replace('_', ' ')}: {exc}")
             if exc.outcome == OUTCOME_FAILED:
-                self._fail(op, str(exc))
+                self._fail(op, str(exc), mark_hub=getattr(exc, "marks_hub_failed", True))
             else:
                 operations.finish(op, exc.outcome, str(exc))
         except lifecycle.InvalidTransition as exc:
@@ -169,19 +189,19 @@ class Worker:
         else:
             if isinstance(result, Requeue):
                 if result.note and result.note != op.note:
-                    log(result.note)
+                    operations.append_log(op, result.note, commit=False)
                 operations.requeue(op, result.after, result.note)
                 return
-            log("done")
+            operations.append_log(op, "done", commit=False)
             operations.finish(op)
         finally:
             heartbeat.stop()
         logger.info("operation %s (%s of %s) %s", op.id, op.kind, op.target, op.outcome)
 
-    def _fail(self, op: Operation, error: str) -> None:
+    def _fail(self, op: Operation, error: str, mark_hub: bool = True) -> None:
         if op.cluster is not None:
             cluster_service.transition(op.cluster, "fail")
-        elif op.hub is not None and lifecycle.HUB.allows(op.hub.state, "fail"):
+        elif mark_hub and op.hub is not None and lifecycle.HUB.allows(op.hub.state, "fail"):
             hub_service.transition(op.hub, "fail")  # a hub already deleted stays deleted
         operations.fail(op, error)
 
@@ -334,6 +354,56 @@ class Worker:
             db.session.commit()
         return self.ensure_running(op, log, event="upgrade")
 
+    def reconfigure(self, op: Operation, log) -> Requeue | None:
+        """Bring a hub onto a new institution config.
+
+        With ``op.data["rollout"]`` (a config rollout takes the hub there): first the rendered config is preflighted
+        with the hub's own JupyterHub (``clusters.preflight``); a refusal ends the operation failed (``Refused``) with
+        the reason and the hub untouched, which halts the rollout.  Then the hub's spec points at the rollout's config
+        and the hub is brought up on it; if it does not come up, the previous pointer is put back and the hub brought
+        up on it (rolled back).  Without a rollout (older callers): deploy the hub's current spec.
+        """
+        rollout_id = (op.data or {}).get("rollout")
+        if rollout_id is None:
+            return self.ensure_running(op, log, event="reconfigure")
+        hub = op.hub
+        if "previous_config" not in op.data:
+            rollout = db.session.get(Rollout, rollout_id)
+            if rollout is None or rollout.kind != "config" or not rollout.config:
+                raise Refused(f"rollout {rollout_id} brings no configuration")
+            lifecycle.HUB.next_state(hub.state, "reconfigure")  # refuse before touching anything
+            spec = config_service.hub_spec(hub, rollout=rollout)
+            root = (hub.cluster.settings or {}).get("environments") or self.app.config["RELEASE_ENVIRONMENTS"]
+            try:
+                python = python_for(spec.jupyterhub_version, root, log)
+            except EnvironmentSetupError as exc:
+                raise Refused(f"preflight impossible: {exc}; the hub was not touched") from None
+            result = preflight(spec.config, python)
+            version = spec.jupyterhub_version or "as installed"
+            if not result.ok:
+                log(f"preflight with JupyterHub {version} refused the new configuration in {result.seconds:.1f}s")
+                raise Refused(f"preflight: JupyterHub {version} refuses the new configuration: {result.reason}; "
+                              f"the hub was not touched")
+            log(f"preflight with JupyterHub {version}: the new configuration loads ({result.seconds:.1f}s)")
+            previous = (hub.spec or {}).get("config_rollout")
+            op.data = {**op.data, "previous_config": previous}
+            hub.spec = {**(hub.spec or {}), "config_rollout": rollout.id}
+            db.session.commit()
+        return self.with_rollback(op, log, "reconfigure", "the new configuration",
+                                  lambda log: self._restore_config_pointer(op, log))
+
+    @staticmethod
+    def _restore_config_pointer(op: Operation, log) -> str:
+        hub = op.hub
+        previous = op.data.get("previous_config")
+        spec = {k: v for k, v in (hub.spec or {}).items() if k != "config_rollout"}
+        if previous:
+            spec["config_rollout"] = previous
+        hub.spec = spec
+        name = f"the configuration of rollout {previous}" if previous else "the institution's current configuration"
+        log(f"putting {hub.slug} back on {name}")
+        return name
+
     def synthetic_check(self, op: Operation, log) -> None:
         hub = op.hub
         backend = hub_service.backend_for(hub.cluster)
@@ -357,6 +427,111 @@ class Worker:
         hub_service.transition(hub, "removed")
         db.session.commit()
 
+    # -- releases -------------------------------------------------------------------------------------------------
+
+    def prepare_release(self, op: Operation, log) -> Requeue | None:
+        """Prepare a release for the fleet's local cluster: build its JupyterHub environment once (in a detached
+        process; the operation requeues meanwhile), start a throw-away hub of it, require /hub/health, remove the
+        hub, and mark the release ready.  Any failure marks the release failed with a short reason.
+
+        Where it is lives in ``op.step`` ("" / "smoke" / "smoke-wait") and ``op.data``, so a re-claimed operation
+        carries on; the environment's file lock keeps two workers from building one version twice.
+        """
+        release = op.release
+        if release.state != "preparing":
+            raise Skipped(f"release {release.name} is {release.state}: nothing to prepare")
+        if "cluster" not in op.data and releases.local_cluster() is None:
+            releases.mark_prepared(release)
+            log("the fleet no longer has a local cluster: nothing to build or smoke-test; the release is ready")
+            return None
+        try:
+            waiting = self._build_environment(op, release, log) if op.step == "" else None
+            waiting = waiting or self._smoke_test(op, release, log)
+        except LeaseLost:
+            raise
+        except Exception as exc:
+            db.session.rollback()
+            self._remove_smoke_hub(op, log)
+            known = isinstance(exc, (Outcome, *EXPECTED_FAILURES))
+            releases.mark_prepared(release, str(exc) if known else f"internal error: {exc.__class__.__name__}")
+            raise
+        if waiting:
+            return waiting
+        releases.mark_prepared(release)
+        log(f"release {release.name} is ready")
+        return None
+
+    def _build_environment(self, op: Operation, release: Release, log) -> Requeue | None:
+        version = release.jupyterhub_version
+        if "cluster" not in op.data:
+            cluster = releases.local_cluster()
+            root = hub_service.backend_for(cluster).environments
+            op.data = {**op.data, "cluster": cluster.id, "environments": str(root),
+                       "smoke_root": str(Path(self.app.config["DATA_DIR"]) / "smoke-tests" / f"op-{op.id}"),
+                       "build_deadline": time.time() + BUILD_TIMEOUT}
+            db.session.commit()
+        if version != installed_jupyterhub():
+            root = op.data["environments"]
+            state, reason = environments.build_state(version, root)
+            if state == "failed" and op.data.get("build_started"):
+                raise OperationFailed(f"{reason} (pip's output: {environments.build_log(version, root)})")
+            if state in ("absent", "failed"):  # a failure of an earlier attempt is tried again
+                environments.start_build(version, root)
+                op.data = {**op.data, "build_started": True}
+                db.session.commit()
+                log(f"pip's output goes to {environments.build_log(version, root)}")
+                state = "building"
+            if state == "building":
+                if time.time() > op.data["build_deadline"]:
+                    raise OperationFailed(f"building the JupyterHub {version} environment took more than "
+                                          f"{BUILD_TIMEOUT // 60} min; see {environments.build_log(version, root)}")
+                return Requeue(BUILD_POLL_SECONDS, f"building the JupyterHub {version} environment")
+            log(f"the JupyterHub {version} environment is ready")
+        else:
+            log(f"JupyterHub {version} is the console's own: nothing to build")
+        op.step = "smoke"
+        db.session.commit()
+        return None
+
+    def _smoke_backend(self, op: Operation):
+        cluster = db.session.get(Cluster, op.data["cluster"])
+        settings = {**(cluster.settings or {}), "root": op.data["smoke_root"],
+                    "environments": op.data["environments"]}
+        return get_backend("local", **settings)
+
+    def _smoke_test(self, op: Operation, release: Release, log) -> Requeue | None:
+        backend = self._smoke_backend(op)
+        if op.step != "smoke-wait":
+            log(f"smoke test: starting a throw-away hub of JupyterHub {release.jupyterhub_version}")
+            spec = HubSpec(slug=SMOKE_SLUG, institution="hubfleet", release=release.name,
+                           jupyterhub_version=release.jupyterhub_version,
+                           config=releases.smoke_config(release))
+            state = backend.deploy(spec, {}, log)
+            op.step = "smoke-wait"
+            op.data = {**op.data, "smoke": state, "deadline": time.time() + self.start_timeout}
+            db.session.commit()
+        status = backend.status(op.data["smoke"])
+        if status.ready:
+            if status.version and status.version != release.jupyterhub_version:
+                raise OperationFailed(f"the smoke-test hub runs JupyterHub {status.version}, "
+                                      f"not {release.jupyterhub_version}")
+            log(f"smoke test passed: /hub/health answered (JupyterHub {status.version})")
+            self._remove_smoke_hub(op, log)
+            return None
+        if not status.running:
+            raise OperationFailed(f"the smoke-test hub did not start: {_short(status.message)}")
+        if time.time() > op.data["deadline"]:
+            raise OperationFailed(f"the smoke-test hub did not answer /hub/health within {self.start_timeout:g}s "
+                                  f"({status.message})")
+        return Requeue(min(5.0, status.retry_after or READY_POLL_SECONDS), "smoke test: waiting for /hub/health")
+
+    def _remove_smoke_hub(self, op: Operation, log) -> None:
+        """Stop and delete the throw-away hub, if one was started; safe to call twice."""
+        if not op.data.get("smoke_root") or not Path(op.data["smoke_root"]).exists():
+            return
+        self._smoke_backend(op).remove({"dir": str(Path(op.data["smoke_root"]) / SMOKE_SLUG)}, log)
+        shutil.rmtree(op.data["smoke_root"], ignore_errors=True)
+
     # -- after a restart ------------------------------------------------------------------------------------------
 
     def resync(self) -> None:
@@ -371,15 +546,23 @@ class Worker:
         db.session.commit()
 
 
+def _short(message: str, lines: int = 3) -> str:
+    """A backend's status message cut to its first line and the last ``lines`` lines of the log it quotes."""
+    head, _, tail = message.partition("\n")
+    quoted = [line.strip() for line in tail.splitlines() if line.strip()][-lines:]
+    return " / ".join([head, *quoted]) if quoted else head
+
+
 HANDLERS = {
     "create": Worker.ensure_running,
     "reconcile": Worker.ensure_running,
     "restart": lambda worker, op, log: worker.ensure_running(op, log, restart=True),
-    "reconfigure": lambda worker, op, log: worker.ensure_running(op, log, event="reconfigure"),
+    "reconfigure": Worker.reconfigure,
     "delete": Worker.ensure_deleted,
     "synthetic-check": Worker.synthetic_check,
     "upgrade": Worker.upgrade,
     "rollback": Worker.roll_back,
+    "release-prepare": Worker.prepare_release,
     "cluster-plan": Worker.cluster_plan,
     "cluster-apply": Worker.cluster_apply,
     "cluster-destroy": Worker.cluster_destroy,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from sqlalchemy import and_, exists, or_, update
-from sqlalchemy.orm import aliased
+from sqlalchemy.orm import aliased, lazyload
 
 from console.extensions import db
 from console.models import (FAILED, OPERATION_PENDING, OUTCOME_FAILED, OUTCOME_SKIPPED, OUTCOME_SUCCEEDED, OUTCOMES,
@@ -33,6 +33,25 @@ def pending(hub: Hub, kind: str | None = None) -> Operation | None:
     if kind:
         query = query.where(Operation.kind == kind)
     return db.session.execute(query.order_by(Operation.id).limit(1)).unique().scalar_one_or_none()
+
+
+def current_by_hub(hub_ids: list[int]) -> dict[int, Operation]:
+    """Each hub's current operation (its oldest unfinished one, else its newest one) by hub id, in one query: what
+    ``console.status.hub_status`` reads.  Hubs without operations are left out."""
+    if not hub_ids:
+        return {}
+    mine = Operation.hub_id.in_(hub_ids)
+    oldest_unfinished = db.select(db.func.min(Operation.id)).where(mine, Operation.state.in_(OPERATION_PENDING)) \
+        .group_by(Operation.hub_id)
+    newest = db.select(db.func.max(Operation.id)).where(mine).group_by(Operation.hub_id)
+    found: dict[int, Operation] = {}
+    # Related rows load on access (the hubs are in the session already): one statement, however many hubs.
+    for op in db.session.execute(db.select(Operation).options(lazyload("*")).where(
+            or_(Operation.id.in_(oldest_unfinished), Operation.id.in_(newest))).order_by(Operation.id)).scalars():
+        held = found.get(op.hub_id)
+        if held is None or held.state not in OPERATION_PENDING:
+            found[op.hub_id] = op  # by id: an unfinished one comes before any later one and is kept
+    return found
 
 
 def claim_next(owner: str, lease_seconds: float) -> Operation | None:
@@ -102,10 +121,12 @@ def renew_lease(operation_id: int, owner: str, lease_seconds: float) -> bool:
     return result.rowcount == 1
 
 
-def append_log(op: Operation, line: str) -> None:
-    """Add a line to the operation's log and commit, so pages show it at once."""
+def append_log(op: Operation, line: str, commit: bool = True) -> None:
+    """Add a line to the operation's log and commit, so pages show it at once (``commit=False``: the caller commits
+    right after)."""
     db.session.add(OperationLog(operation_id=op.id, line=line.rstrip()[:4000]))
-    db.session.commit()
+    if commit:
+        db.session.commit()
 
 
 def finish(op: Operation, outcome: str = OUTCOME_SUCCEEDED, error: str = "") -> None:
