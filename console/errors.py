@@ -21,6 +21,8 @@ def register(app) -> None:
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException):
         if is_api_request():
+            if not getattr(exc, "data", None) and exc.description != type(exc).description:
+                exc.data = {"message": exc.description}  # a service's sentence ("… retract it instead.") reaches clients
             return api.handle_http_exception(exc)
         return render_template("error.html", error=exc), exc.code
 

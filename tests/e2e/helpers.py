@@ -26,3 +26,15 @@ def login_and_start_server(hub_url: str, username: str, password: str, timeout: 
 
         wait_for(ready, timeout, interval=0.5, what=f"{username}'s server to be ready")
         return browser.get(f"user/{username}/lab")
+
+
+def publish_ready(client, headers, timeout: float = 300, **release) -> dict:
+    """Publish a release through the API and wait (a worker must be running) until its preparation ends; fails the
+    test unless it became ready.  Returns the release."""
+    published = client.post("/api/v1/releases", json=release, headers=headers)
+    assert published.status_code == 201, published.get_json()
+    name = release["name"]
+    done = wait_for(lambda: (r := client.get(f"/api/v1/releases/{name}", headers=headers).get_json())["state"]
+                    != "preparing" and r, timeout, interval=0.5, what=f"release {name} prepared")
+    assert done["state"] == "ready", done["error"]
+    return done
