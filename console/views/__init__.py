@@ -15,6 +15,9 @@ def register(app, api) -> None:
     csrf.exempt(api_views.blp)  # bearer tokens only; a browser's cookie never authenticates the API
     api.register_blueprint(api_views.blp)
 
+    from console.services.releases import hub_actions, rollout_actions
     from console.status import badge
 
     app.jinja_env.globals["badge"] = badge
+    app.jinja_env.globals["rollout_actions"] = rollout_actions  # pages ask the lifecycle what a rollout offers
+    app.jinja_env.globals["rollout_hub_actions"] = hub_actions

@@ -1,19 +1,29 @@
 """The JSON API under /api/v1: the same service functions as the pages, bearer tokens only."""
-from flask import g
+from flask import current_app, g
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
 from console.extensions import db
-from console.models import Cluster, Institution, Release, Rollout
+from console.models import OPERATION_STATES, OUTCOMES, Cluster, Institution, Release, Rollout
 from console.security import require_operator
 from console.services import clusters as cluster_service
 from console.services import config as config_service
 from console.services import FieldErrors, scope
 from console.services import releases as release_service
 from console.services import hubs as hub_service
+from console.services import operations as operation_service
+from console.status import hub_status
 
 blp = Blueprint("api", __name__, url_prefix="/api/v1", description="Hubs and their operations")
+
+
+def _hub_status(hub) -> dict:
+    # A list fetches every hub's current operation in one query first (g.current_operations); one hub asks alone.
+    known = g.get("current_operations")
+    op = known.get(hub.id) if known is not None else operation_service.current_by_hub([hub.id]).get(hub.id)
+    found = hub_status(hub, op, max_restarts=int(current_app.config["MAX_RESTARTS"]))
+    return {"label": found.label, "reason": found.reason, "key": found.key}
 
 
 class HubSchema(Schema):
@@ -32,6 +42,9 @@ class HubSchema(Schema):
     channel = fields.String()
     pinned = fields.Boolean()
     canary = fields.Boolean()
+    status = fields.Function(_hub_status, metadata={
+        "type": "object", "description": 'the one status a person reads, with why: {"label": "Down", "reason": '
+                                         '"no answer to 3 probes in a row since 13:17:02 UTC", "key": "down"}'})
 
 
 class HubReleasePolicySchema(Schema):
@@ -55,8 +68,13 @@ class OperationSchema(Schema):
     kind = fields.String()
     hub = fields.String(attribute="hub.slug", allow_none=True)
     cluster = fields.String(attribute="cluster.name", allow_none=True)
+    release = fields.String(attribute="release.name", allow_none=True)
     actor = fields.String()
-    state = fields.String(validate=validate.OneOf(("queued", "running", "succeeded", "failed")))
+    state = fields.String(validate=validate.OneOf(OPERATION_STATES))
+    outcome = fields.String(allow_none=True, validate=validate.OneOf(OUTCOMES),
+                            metadata={"description": "how a finished operation ended; null until then"})
+    note = fields.String(metadata={"description": "what a waiting or running operation is waiting for"})
+    run_after = fields.DateTime(allow_none=True, metadata={"description": "when a waiting operation is looked at"})
     error = fields.String()
     attempts = fields.Integer()
     created_at = fields.DateTime()
@@ -70,7 +88,9 @@ class Hubs(MethodView):
     @blp.response(200, HubSchema(many=True))
     def get(self):
         """List the hubs you may see."""
-        return hub_service.list_hubs(g.user)
+        hubs = hub_service.list_hubs(g.user)
+        g.current_operations = operation_service.current_by_hub([hub.id for hub in hubs])
+        return hubs
 
     @blp.arguments(HubCreateSchema)
     @blp.response(202, AcceptedSchema)
@@ -138,7 +158,9 @@ class ConfigOutSchema(Schema):
     auth = fields.Dict()
     environment = fields.Dict()
     secrets_set = fields.List(fields.String(), metadata={"description": "names of stored secrets, never values"})
-    operations = fields.List(fields.Integer(), metadata={"description": "reconfigure operations queued (PUT)"})
+    rollout = fields.Integer(allow_none=True, metadata={
+        "description": "PUT: the config rollout taking the change hub by hub (GET /rollouts/ID); the stored config "
+                       "above changes when it is done. None: no live hub, adopted at once"})
 
 
 class PolicySchema(Schema):
@@ -160,9 +182,10 @@ class RenderedSchema(Schema):
     config = fields.Dict(metadata={"description": "secrets masked"})
 
 
-def _config_out(institution, ops=()):
+def _config_out(institution, rollout=None):
     current = config_service.current_config(institution)
-    return {**current, "secrets_set": config_service.secrets_set(institution), "operations": [op.id for op in ops]}
+    return {**current, "secrets_set": config_service.secrets_set(institution),
+            "rollout": rollout.id if rollout else None}
 
 
 @blp.route("/institutions")
@@ -183,10 +206,11 @@ class InstitutionConfig(MethodView):
     @blp.arguments(ConfigSchema)
     @blp.response(200, ConfigOutSchema)
     def put(self, data, slug):
-        """Validate, save and apply: one reconfigure operation per hub. 422 with field errors changes nothing."""
+        """Validate and roll the change out hub by hub (one hub first; halts, and puts that hub back, at the first
+        failure). 422 with field errors changes nothing; 409 while another config change rolls out."""
         institution = scope.get_institution(g.user, slug)
-        ops = config_service.apply_config(g.user, institution, data["auth"], data["environment"])
-        return _config_out(institution, ops)
+        rollout = config_service.apply(g.user, institution, data["auth"], data["environment"])
+        return _config_out(institution, rollout)
 
 
 @blp.route("/institutions/<slug>/policy")
@@ -310,21 +334,31 @@ class ReleaseSchema(Schema):
     config = fields.Dict(load_default=dict, metadata={"description": '{"environment": {...}, "jupyterhub": {...}}'})
     notes = fields.String(load_default="")
     created_at = fields.DateTime(dump_only=True)
+    state = fields.String(dump_only=True, metadata={"description": "preparing, ready, failed or retracted; only a "
+                                                                   "ready release is used by new hubs and rollouts"})
+    error = fields.String(dump_only=True, metadata={"description": "why preparing failed"})
+    retracted_at = fields.DateTime(dump_only=True, allow_none=True)
+    operation = fields.Function(lambda r: getattr(release_service.prepare_operation(r), "id", None), dump_only=True,
+                                allow_none=True, metadata={"description": "its latest release-prepare operation",
+                                                           "type": "integer"})
 
 
 class RolloutHubSchema(Schema):
     hub = fields.String(attribute="hub.slug")
     wave = fields.Integer()
     state = fields.String(metadata={"description": "pending, deferred, upgrading, upgraded, rolling_back, "
-                                                   "rolled_back, failed"})
+                                                   "rolled_back, failed, skipped"})
     release = fields.String(attribute="hub.release.name", allow_none=True)
     operation = fields.Integer(attribute="operation_id", allow_none=True)
-    note = fields.String()
+    note = fields.String(metadata={"description": "why it was skipped, deferred, rolled back or failed"})
 
 
 class RolloutSchema(Schema):
     id = fields.Integer(dump_only=True)
-    release = fields.String(attribute="release.name", dump_only=True)
+    kind = fields.String(dump_only=True, metadata={"description": "release or config"})
+    release = fields.String(attribute="release.name", dump_only=True, allow_none=True,
+                            metadata={"description": "null for a config rollout"})
+    institution = fields.String(attribute="institution.slug", dump_only=True, allow_none=True)
     target = fields.Dict()
     state = fields.String(dump_only=True)
     current_wave = fields.Integer(dump_only=True)
@@ -337,11 +371,13 @@ class RolloutSchema(Schema):
 
 class RolloutCreateSchema(Schema):
     release = fields.String(required=True)
-    target = fields.Dict(required=True, metadata={"description": '{"channel": ...}, {"institution": ...} or '
-                                                                 '{"hubs": [...]}'})
-    waves = fields.Integer(load_default=4)
-    max_unavailable = fields.Integer(load_default=1)
-    gate_seconds = fields.Integer(load_default=30)
+    target = fields.Raw(required=True, metadata={"description": '{"channel": ...}, {"institution": ...} or '
+                                                              '{"hubs": [...]}'})
+    # Bounds are checked by the service, which names the field: waves 1..20, max_unavailable 1..1000,
+    # gate_seconds 0..86400.
+    waves = fields.Integer(load_default=4, strict=True)
+    max_unavailable = fields.Integer(load_default=1, strict=True)
+    gate_seconds = fields.Integer(load_default=30, strict=True)
     synthetic_check = fields.Boolean(load_default=False)
     start = fields.Boolean(load_default=False)
 
@@ -362,8 +398,38 @@ class Releases(MethodView):
     @blp.arguments(ReleaseSchema)
     @blp.response(201, ReleaseSchema)
     def post(self, data):
-        """Publish a release (operators)."""
+        """Publish a release (operators).  It is prepared before anything uses it: poll its ``state`` (and
+        ``operation``) until "ready" or "failed"."""
         return release_service.create_release(g.user, data)
+
+
+@blp.route("/releases/<name>")
+class ReleaseItem(MethodView):
+    @blp.response(200, ReleaseSchema)
+    def get(self, name):
+        """A release with its state and preparation error."""
+        return release_service.get_release(name)
+
+    @blp.response(204)
+    def delete(self, name):
+        """Delete a release no hub runs or ran and no rollout names (operators); 409 with a sentence otherwise."""
+        release_service.delete_release(g.user, release_service.get_release(name))
+
+
+@blp.route("/releases/<name>/retract")
+class ReleaseRetract(MethodView):
+    @blp.response(200, ReleaseSchema)
+    def post(self, name):
+        """Stop offering a ready release to new hubs and rollouts; its hubs keep running it (operators)."""
+        return release_service.retract_release(g.user, release_service.get_release(name))
+
+
+@blp.route("/releases/<name>/retry")
+class ReleaseRetry(MethodView):
+    @blp.response(202, AcceptedSchema)
+    def post(self, name):
+        """Prepare a failed release again (operators)."""
+        return {"operation": release_service.retry_prepare(g.user, release_service.get_release(name)).id}
 
 
 @blp.route("/rollouts")
@@ -385,7 +451,11 @@ class Rollouts(MethodView):
         return release_service.create_rollout(g.user, release, **data)
 
 
-@blp.route("/rollouts/<int:rollout_id>")
+# Ids beyond 64 bits are simply not found (the database cannot hold them).
+ROLLOUT_ID = "<int(max=9223372036854775807):rollout_id>"
+
+
+@blp.route(f"/rollouts/{ROLLOUT_ID}")
 class RolloutItem(MethodView):
     @blp.response(200, RolloutSchema)
     def get(self, rollout_id):
@@ -393,12 +463,22 @@ class RolloutItem(MethodView):
         return scope.get_rollout(g.user, rollout_id)
 
 
-@blp.route("/rollouts/<int:rollout_id>/<any(start,pause,resume,abort):action>")
+@blp.route(f"/rollouts/{ROLLOUT_ID}/<any(start,pause,resume,abort):action>")
 class RolloutControl(MethodView):
     @blp.response(200, RolloutSchema)
     def post(self, rollout_id, action):
-        """Start, pause, resume or abort."""
+        """Start, pause, resume or abort; resuming a halted rollout retries the hubs that halted it.  409 with the
+        reason when the rollout's state refuses it."""
         return release_service.control(g.user, scope.get_rollout(g.user, rollout_id), action)
+
+
+@blp.route(f"/rollouts/{ROLLOUT_ID}/hubs/<slug>/<any(retry,skip):action>")
+class RolloutHubControl(MethodView):
+    @blp.response(200, RolloutHubSchema)
+    def post(self, rollout_id, slug, action):
+        """Retry (back to pending) or skip one hub of a rollout that is not over.  409 with the reason when the hub's
+        state refuses it."""
+        return release_service.hub_action(g.user, scope.get_rollout(g.user, rollout_id), slug, action)
 
 
 @blp.route("/institutions/<slug>/blackouts")

@@ -1,10 +1,11 @@
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from werkzeug.exceptions import Conflict
 
 from console import htmx
 from console.extensions import db
 from console.models import Release, Rollout
 from console.security import require_operator
-from console.services import FieldErrors, scope
+from console.services import FieldErrors, operations, scope
 from console.services import releases as release_service
 
 bp = Blueprint("releases", __name__)
@@ -31,10 +32,36 @@ def create():
     require_operator(g.user)
     values = {k: request.form.get(k, "") for k in ("name", "jupyterhub_version", "channel", "notes")}
     try:
-        release_service.create_release(g.user, values)
+        release = release_service.create_release(g.user, values)
     except FieldErrors as exc:
         return _page(errors=exc.errors, values=values, status=422)
-    return redirect(url_for("releases.index"))
+    return redirect(url_for("releases.detail", name=release.name))  # its preparation, live
+
+
+@bp.get("/releases/<name>")
+def detail(name):
+    release = release_service.get_release(name)
+    require_operator(g.user)
+    op = release_service.prepare_operation(release)
+    return render_template("releases/detail.html", release=release, op=op,
+                           lines=operations.log_lines(op) if op else [], usage=release_service.usage(release))
+
+
+@bp.post("/releases/<name>/<any(retract,delete,retry):action>")
+def act(name, action):
+    """Retract, delete or retry; a refusal (a used release cannot be deleted, say) is shown on the release's page."""
+    release = release_service.get_release(name)
+    do = {"retract": release_service.retract_release, "delete": release_service.delete_release,
+          "retry": release_service.retry_prepare}[action]
+    try:
+        do(g.user, release)
+    except Conflict as exc:
+        flash(exc.description)
+        return redirect(url_for("releases.detail", name=name))
+    if action == "delete":
+        flash(f"Release {name} deleted.")
+        return redirect(url_for("releases.index"))
+    return redirect(url_for("releases.detail", name=name))
 
 
 def _int(name, default):
@@ -62,7 +89,11 @@ def plan_rollout():
     return redirect(url_for("releases.rollout", rollout_id=rollout.id))
 
 
-@bp.get("/rollouts/<int:rollout_id>")
+# Ids beyond 64 bits are simply not found (the database cannot hold them).
+ROLLOUT_ID = "<int(max=9223372036854775807):rollout_id>"
+
+
+@bp.get(f"/rollouts/{ROLLOUT_ID}")
 def rollout(rollout_id):
     found = scope.get_rollout(g.user, rollout_id)
     waves = {}
@@ -71,9 +102,23 @@ def rollout(rollout_id):
     return htmx.render("releases/rollout.html", "releases/_rollout.html", rollout=found, waves=waves)
 
 
-@bp.post("/rollouts/<int:rollout_id>/<any(start,pause,resume,abort):action>")
+@bp.post(f"/rollouts/{ROLLOUT_ID}/<any(start,pause,resume,abort):action>")
 def control(rollout_id, action):
-    release_service.control(g.user, scope.get_rollout(g.user, rollout_id), action)
+    """A control the rollout's state refuses is shown on its page with the reason."""
+    try:
+        release_service.control(g.user, scope.get_rollout(g.user, rollout_id), action)
+    except Conflict as exc:
+        flash(exc.description)
+    return redirect(url_for("releases.rollout", rollout_id=rollout_id))
+
+
+@bp.post(f"/rollouts/{ROLLOUT_ID}/hubs/<slug>/<any(retry,skip):action>")
+def hub_action(rollout_id, slug, action):
+    """Retry or skip one hub of a rollout; a refusal is shown on the rollout's page with the reason."""
+    try:
+        release_service.hub_action(g.user, scope.get_rollout(g.user, rollout_id), slug, action)
+    except Conflict as exc:
+        flash(exc.description)
     return redirect(url_for("releases.rollout", rollout_id=rollout_id))
 
 
