@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable
+from urllib.parse import unquote
 
 from tenants.fields import Invalid, as_bool, as_list, as_text, as_url, is_blank
 
@@ -68,6 +69,43 @@ MANAGE_GROUPS = Field("manage_groups", as_bool, "Sync groups into JupyterHub", d
 USERNAME_CLAIM = Field("username_claim", lambda v: as_text(v, 100), "Username claim",
                        "The claim that becomes the JupyterHub username.", default="preferred_username")
 COMMON = (ALLOW_ALL, ALLOWED_USERS, ADMIN_USERS)
+
+# The username lists JupyterHub checks (``blocked_users`` only where a kind offers it).
+USERNAME_FIELDS = ("allowed_users", "admin_users", "blocked_users")
+
+
+def username_problem(name: str) -> str | None:
+    """Why JupyterHub would refuse ``name`` as a configured username, or None if it takes it.  Pure.
+
+    JupyterHub's startup (``JupyterHub.init_users``) normalizes every configured name with the authenticator's
+    ``normalize_username`` and stops with "username ... is not valid" when ``validate_username`` says no.  Every
+    authenticator offered here (JupyterHub 5-6's dummy and shared-password, OAuthenticator 17, LTI 1.6) keeps
+    the base rules, and the console sets no ``username_pattern`` or ``username_map``: lower-case the name, then
+    refuse a '/', an empty name, a name that is only dots (also once URL-decoded) and surrounding spaces.
+    ``tests/tenants`` checks this against the installed authenticators.
+    """
+    normalized = name.lower()
+    if not normalized:
+        return "it is empty"
+    if "/" in normalized:
+        return "it contains '/'"
+    if set(normalized) == {"."} or set(unquote(normalized)) == {"."}:
+        return "it is only dots"
+    if normalized != normalized.strip():
+        return "it starts or ends with a space"
+    return None
+
+
+def _usernames_errors(clean: dict[str, Any]) -> dict[str, str]:
+    """A field error per username list holding a name JupyterHub refuses, naming the (first such) value."""
+    errors = {}
+    for field in USERNAME_FIELDS:
+        for name in clean.get(field) or []:
+            problem = username_problem(name)
+            if problem:
+                errors[field] = f"JupyterHub refuses the username {name!r}: {problem}."
+                break
+    return errors
 
 
 @dataclass(frozen=True)
@@ -167,6 +205,7 @@ def validate_auth(data: dict[str, Any], stored_secrets: dict[str, str] | None = 
             (secrets if field.secret else clean)[field.name] = field.parse(value if value is not None else False)
         except Invalid as exc:
             errors[field.name] = str(exc)
+    errors.update({k: v for k, v in _usernames_errors(clean).items() if k not in errors})
     if not errors and not clean.get("allow_all") and not _admits_someone(kind, clean):
         errors["allow_all"] = NOBODY
     groups_key = kind.field("auth_state_groups_key")

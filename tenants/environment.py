@@ -10,6 +10,7 @@ from tenants.fields import (Invalid, as_bool, as_number, as_quantity, as_text, i
 _IMAGE = re.compile(r"^(?P<name>[a-z0-9]+(?:[._-][a-z0-9]+)*(?::\d+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
                     r":(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})$")
 MAX_PROFILES = 20
+JUPYTERHUB_BYTE_UNITS = ("K", "M", "G", "T")
 
 RESOURCE_FIELDS = ("cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit", "gpus")
 PROFILE_FIELDS = ("display_name", "description", "image", *RESOURCE_FIELDS, "default")
@@ -58,6 +59,10 @@ def _resources(data: dict[str, Any], policy: dict[str, Any], errors: dict[str, s
         if not is_blank(data.get(key)):
             try:
                 clean[key] = as_quantity(data[key])
+                if clean[key][-1] not in JUPYTERHUB_BYTE_UNITS:
+                    # JupyterHub's ByteSpecification (Spawner.mem_limit, KubeSpawner's too) knows only these
+                    raise Invalid(f"JupyterHub takes memory as a number with K, M, G or T, such as 4G; "
+                                  f"{clean[key]!r} is refused.")
                 if quantity_bytes(clean[key]) > quantity_bytes(policy["max_memory"]):
                     raise Invalid(f"At most {policy['max_memory']} of memory per user (the operator's policy).")
             except Invalid as exc:

@@ -11,12 +11,13 @@ from tenants.environment import validate_environment
 from tenants.layering import RELEASE_DEFAULTS, deep_merge, layered
 from tenants.policy import DEFAULT_POLICY, validate_policy
 from tenants.render import MASK, mask_secrets, render_local, render_z2jh
-from werkzeug.exceptions import BadRequest, Forbidden
+from werkzeug.exceptions import BadRequest, Conflict, Forbidden
 
 from console.crypto import decrypt_json, encrypt_json
 from console.extensions import db
-from console.models import ConfigDraft, Hub, Institution, Operation, User, utcnow
-from console.services import FieldErrors, audit, operations
+from console.lifecycles import ROLLOUT
+from console.models import ConfigDraft, Hub, Institution, Rollout, RolloutHub, User, utcnow
+from console.services import FieldErrors, audit, releases
 
 TARGETS = ("local", "z2jh")
 
@@ -62,35 +63,146 @@ def _require_config_access(user: User, institution: Institution) -> None:
         raise Forbidden("not your institution")
 
 
-def apply_config(user: User, institution: Institution, auth: Any, environment: Any,
-                 typed_secrets: dict[str, str] | None = None) -> list[Operation]:
-    """Validate and save the institution's config, then queue one reconfigure operation per live hub.
-
-    Raises FieldErrors (nothing saved, nothing queued).  Secrets left blank keep their stored value.  Commits.
-    """
-    _require_config_access(user, institution)
+def _split_secrets(auth: Any, typed_secrets: dict[str, str] | None) -> tuple[Any, dict[str, str]]:
+    """(auth without secrets, typed secrets): blanks dropped, secrets typed into ``auth`` itself moved out."""
     typed_secrets = {k: v for k, v in (typed_secrets or {}).items() if v}
     if isinstance(auth, dict):
         typed_secrets.update({k: auth[k] for k in SECRET_FIELDS if isinstance(auth.get(k), str) and auth[k]})
         auth = {k: v for k, v in auth.items() if k not in SECRET_FIELDS}
+    return auth, typed_secrets
+
+
+def active_config_rollout(institution: Institution) -> Rollout | None:
+    """The institution's config rollout that is still under way (planned, running or paused), if any."""
+    return db.session.execute(
+        db.select(Rollout).where(Rollout.kind == "config", Rollout.institution_id == institution.id,
+                                 Rollout.state.in_(("planned", "running", "paused")))
+        .order_by(Rollout.id.desc()).limit(1)).unique().scalar_one_or_none()
+
+
+def config_rollout_live(rollout: Rollout | None) -> bool:
+    """Whether a config rollout may still change (under way, or a hub's operation not ended yet)."""
+    return rollout is not None and (rollout.state in ("planned", "running", "paused")
+                                    or any(item.state == "upgrading" for item in rollout.hubs))
+
+
+def latest_config_rollout(institution: Institution) -> Rollout | None:
+    return db.session.execute(
+        db.select(Rollout).where(Rollout.kind == "config", Rollout.institution_id == institution.id)
+        .order_by(Rollout.id.desc()).limit(1)).unique().scalar_one_or_none()
+
+
+def apply(user: User, institution: Institution, auth: Any, environment: Any,
+          typed_secrets: dict[str, str] | None = None) -> Rollout | None:
+    """Validate the institution's new config and roll it out hub by hub; returns the rollout (None: no live hub).
+
+    The config goes into a ``Rollout`` of kind "config" (secrets encrypted apart) whose first wave is the
+    institution's canary hub (or its first hub); ``releases.advance`` drives it with one ``reconfigure`` operation
+    at a time, each preflighted and rolled back on failure, and the rollout halts at the first failure.  The
+    institution's stored config and the user's draft change only when every hub has taken it
+    (:func:`finish_config_rollout`).  With no live hub the config is adopted at once.
+
+    Raises FieldErrors (nothing saved, nothing queued), and Conflict while another config rollout of the
+    institution is under way: one change at a time, so a hub is never between two of them.  A halted one is
+    superseded: it is aborted (hubs that took it keep it until this one reaches them).  Secrets left blank keep
+    their stored value.  Commits.
+    """
+    _require_config_access(user, institution)
+    auth, typed_secrets = _split_secrets(auth, typed_secrets)
     clean_auth, secrets, clean_env = _validate(institution, auth, environment, typed_secrets)
+    busy = active_config_rollout(institution)
+    if busy is not None:
+        raise Conflict(f"A configuration change is still rolling out to {institution.slug}'s hubs "
+                       f"(rollout {busy.id}, {busy.state}); apply again when it has ended.")
+    hubs = live_hubs(institution)
+    if not hubs:
+        _adopt(institution, clean_auth, clean_env, secrets, user.email)
+        _clear_draft(institution, user.id)
+        db.session.commit()
+        return None
+    for halted in db.session.execute(db.select(Rollout).where(
+            Rollout.kind == "config", Rollout.institution_id == institution.id, Rollout.state == "halted")
+    ).unique().scalars():
+        halted.state, halted.finished_at = ROLLOUT.next_state(halted.state, "abort"), utcnow()
+        audit(user.email, "rollout.abort", institution.slug, institution.id, rollout=halted.id,
+              reason="superseded by a newer configuration")
+    rollout = Rollout(kind="config", institution_id=institution.id,
+                      config={"auth": clean_auth, "environment": clean_env}, config_secrets=encrypt_json(secrets),
+                      target={"institution": institution.slug}, max_unavailable=1, gate_seconds=0,
+                      state="running", created_by=user.email)
+    for index, wave in enumerate(releases.plan_waves(hubs)):
+        for hub in wave:
+            rollout.hubs.append(RolloutHub(hub_id=hub.id, wave=index))
+    db.session.add(rollout)
+    db.session.flush()
+    audit(user.email, "institution.config.rollout", institution.slug, institution.id, rollout=rollout.id,
+          changed=_changed(institution, clean_auth, clean_env, secrets), hubs=[h.slug for h in hubs],
+          first=rollout_order(rollout)[0])
+    db.session.commit()
+    return rollout
+
+
+def planned_order(institution: Institution) -> list[str]:
+    """The slugs of the institution's live hubs in the order an Apply now would take them (canary first)."""
+    return [hub.slug for wave in releases.plan_waves(live_hubs(institution)) for hub in wave]
+
+
+def rollout_order(rollout: Rollout) -> list[str]:
+    """The slugs of a rollout's hubs in the order they take the change."""
+    return [item.hub.slug for item in sorted(rollout.hubs, key=lambda i: (i.wave, i.id))]
+
+
+def _changed(institution: Institution, auth: dict, environment: dict, secrets: dict) -> list[str]:
+    """Names of what differs between the institution's stored config and this one (secret names, no values)."""
     before = current_config(institution)
     old_secrets = decrypt_json(institution.auth_secrets)
-    institution.auth = clean_auth
-    institution.environment = clean_env
+    changed = sorted(k for k in set(before["auth"]) | set(auth) if before["auth"].get(k) != auth.get(k))
+    changed += sorted(f"environment.{k}" for k in set(before["environment"]) | set(environment)
+                      if before["environment"].get(k) != environment.get(k))
+    changed += sorted(k for k in set(secrets) | set(old_secrets) if secrets.get(k) != old_secrets.get(k))
+    return changed
+
+
+def _adopt(institution: Institution, auth: dict, environment: dict, secrets: dict, actor: str, **detail) -> None:
+    """Make ``auth``/``environment``/``secrets`` the institution's stored config, audited; no commit."""
+    changed = _changed(institution, auth, environment, secrets)
+    institution.auth = auth
+    institution.environment = environment
     institution.auth_secrets = encrypt_json(secrets)
     institution.config_updated_at = utcnow()
-    changed = sorted(k for k in set(before["auth"]) | set(clean_auth) if before["auth"].get(k) != clean_auth.get(k))
-    changed += sorted(f"environment.{k}" for k in set(before["environment"]) | set(clean_env)
-                      if before["environment"].get(k) != clean_env.get(k))
-    changed += sorted(k for k in set(secrets) | set(old_secrets) if secrets.get(k) != old_secrets.get(k))
-    audit(user.email, "institution.config", institution.slug, institution.id,
-          changed=changed, authenticator_class=clean_auth["authenticator_class"])
-    ops = [operations.enqueue(hub, "reconfigure", user.email) for hub in live_hubs(institution)]
-    db.session.execute(db.delete(ConfigDraft).where(ConfigDraft.institution_id == institution.id,
-                                                    ConfigDraft.user_id == user.id))
-    db.session.commit()
-    return ops
+    audit(actor, "institution.config", institution.slug, institution.id, changed=changed,
+          authenticator_class=auth["authenticator_class"], **detail)
+
+
+def _clear_draft(institution: Institution, user_id: int | None, applied_at=None) -> None:
+    """Delete the user's draft; with ``applied_at``, only if it was not edited since (edits made after Apply, for a
+    next change, are kept)."""
+    query = db.select(ConfigDraft).where(ConfigDraft.institution_id == institution.id,
+                                         ConfigDraft.user_id == user_id)
+    for draft in db.session.execute(query).scalars():
+        if applied_at is None or draft.updated_at is None or draft.updated_at <= applied_at:
+            db.session.delete(draft)
+
+
+def finish_config_rollout(rollout: Rollout) -> None:
+    """Every hub took a config rollout: the institution's stored config (auth, secrets, environment) becomes the
+    rollout's, the hubs' pointers are cleared (they now render the same config from the institution), the
+    change is audited, and the draft of the admin who applied it is cleared if it still holds that config.
+
+    Called by the rollout driver once, when the rollout is done; the caller commits.
+    """
+    institution = rollout.institution
+    config = rollout.config or {}
+    _adopt(institution, config["auth"], config["environment"], decrypt_json(rollout.config_secrets),
+           rollout.created_by, rollout=rollout.id)
+    for hub in db.session.execute(db.select(Hub).where(Hub.institution_id == institution.id)).unique().scalars():
+        # also a pointer to an older, abandoned rollout (a hub this one skipped): the institution's config is this
+        # one now, which such a hub takes on its next start like any hub the rollout skipped
+        if "config_rollout" in (hub.spec or {}):
+            hub.spec = {k: v for k, v in hub.spec.items() if k != "config_rollout"}
+    author = db.session.execute(db.select(User.id).filter_by(email=rollout.created_by)).scalar_one_or_none()
+    if author is not None:
+        _clear_draft(institution, author, rollout.created_at)
 
 
 def set_policy(user: User, institution: Institution, data: Any) -> dict[str, Any]:
@@ -116,12 +228,27 @@ def live_hubs(institution: Institution) -> list[Hub]:
 
 # -- what a hub runs ----------------------------------------------------------------------------------------------
 
+def rollout_layer(rollout: Rollout) -> dict[str, Any]:
+    """A config rollout's institution layer: {"auth", "environment", "secrets"} (secrets decrypted)."""
+    return {"auth": rollout.config["auth"], "environment": rollout.config["environment"],
+            "secrets": decrypt_json(rollout.config_secrets)}
+
+
+def institution_layer_of(hub: Hub) -> dict[str, Any]:
+    """The institution layer a hub runs: the config rollout its spec points at (``spec["config_rollout"]``, set while
+    a rollout is taking it there), otherwise the institution's stored config."""
+    rollout_id = (hub.spec or {}).get("config_rollout")
+    rollout = db.session.get(Rollout, rollout_id) if rollout_id else None
+    if rollout is not None and rollout.config:
+        return rollout_layer(rollout)
+    institution = hub.institution
+    return {"auth": institution.auth or None, "environment": institution.environment or {},
+            "secrets": decrypt_json(institution.auth_secrets)}
+
+
 def effective(hub: Hub, institution_layer: dict | None = None) -> tuple[dict, dict]:
     """(effective config, secrets) of a hub: release ⊕ cluster ⊕ institution (or ``institution_layer``) ⊕ hub."""
-    institution = hub.institution
-    layer = institution_layer if institution_layer is not None else {
-        "auth": institution.auth or None, "environment": institution.environment or {},
-        "secrets": decrypt_json(institution.auth_secrets)}
+    layer = institution_layer if institution_layer is not None else institution_layer_of(hub)
     release_env = ((hub.release.config or {}).get("environment") or {}) if hub.release else {}
     release_layer = {**RELEASE_DEFAULTS, "environment": deep_merge(RELEASE_DEFAULTS["environment"], release_env)}
     config = layered(release_layer, (hub.cluster.settings or {}).get("defaults"),
@@ -130,13 +257,16 @@ def effective(hub: Hub, institution_layer: dict | None = None) -> tuple[dict, di
     return config, secrets
 
 
-def hub_spec(hub: Hub) -> HubSpec:
+def hub_spec(hub: Hub, rollout: Rollout | None = None) -> HubSpec:
     """What the backend gets: the hub's effective config rendered for its target, secrets included.
 
-    The hub's release adds its JupyterHub version and, for local hubs, its own JupyterHub settings on top.
+    The institution layer is the one the hub runs (:func:`institution_layer_of`), or ``rollout``'s config when
+    given (what the hub would get by taking it).  The hub's release adds its JupyterHub version and, for local hubs,
+    its own JupyterHub settings on top.
     """
     release = hub.release
-    config = render(hub, target_of(hub), masked=False)
+    config = render(hub, target_of(hub), masked=False,
+                    institution_layer=rollout_layer(rollout) if rollout is not None else None)
     if release is not None and target_of(hub) == "local":
         config = deep_merge(config, (release.config or {}).get("jupyterhub") or {})
     return HubSpec(slug=hub.slug, institution=hub.institution.slug, release=release.name if release else "default",
@@ -161,7 +291,7 @@ def preview(user: User, institution: Institution, auth: Any, environment: Any, n
             ) -> list[tuple[Hub, str]]:
     """Per live hub, a unified diff of its rendered config (secrets masked) now vs. with the change applied.
 
-    Validates first: raises FieldErrors exactly as :func:`apply_config` would.  Changes nothing.
+    Validates first: raises FieldErrors exactly as :func:`apply` would.  Changes nothing.
     """
     _require_config_access(user, institution)
     draft_auth, secrets, draft_env = _validate(institution, auth, environment, new_secrets)

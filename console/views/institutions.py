@@ -1,16 +1,18 @@
-from flask import Blueprint, flash, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, make_response, redirect, render_template, request, url_for
 from tenants.auth import KINDS
 from tenants.discovery import fetch_discovery
 from tenants.fields import Invalid
 from tenants.policy import DEFAULT_POLICY
-from werkzeug.exceptions import Forbidden
+from werkzeug.exceptions import Conflict, Forbidden
 
 from console.extensions import db
 from console.forms import carry_over, format_idps, parse_config_form
+from console.htmx import wants_fragment
 from console.models import AuditEvent, Hub, Operation
 from console.services import FieldErrors, scope
 from console.services import config as config_service
 from console.services import hubs as hub_service
+from console.services import operations
 from console.services import institutions as institution_service
 
 bp = Blueprint("institutions", __name__)
@@ -44,12 +46,14 @@ def detail(slug):
         .order_by(Operation.id.desc()).limit(10)).unique().scalars().all()
     events = db.session.execute(db.select(AuditEvent).where(AuditEvent.institution_id == institution.id)
                                 .order_by(AuditEvent.id.desc()).limit(15)).scalars().all()
-    return render_template("institutions/detail.html", institution=institution,
-                           hubs=hub_service.list_hubs(g.user, institution=institution),
+    hubs = hub_service.list_hubs(g.user, institution=institution)
+    return render_template("institutions/detail.html", institution=institution, hubs=hubs,
+                           current_ops=operations.current_by_hub([hub.id for hub in hubs]),
                            config=config_service.current_config(institution),
                            secrets_set=config_service.secrets_set(institution),
                            policy=config_service.policy_of(institution), kinds=KINDS, operations=recent,
-                           events=events)
+                           events=events, config_rollout=config_service.latest_config_rollout(institution),
+                           config_rollout_live=config_service.config_rollout_live)
 
 
 def _config_form(institution, auth, environment, new_secrets, errors, status=200, discovery_url=""):
@@ -101,7 +105,8 @@ def post_config(slug):
     except FieldErrors as exc:
         return _config_form(institution, draft.auth, draft.environment, new_secrets, exc.errors, 422,
                             discovery_url)
-    return render_template("institutions/preview.html", institution=institution, diffs=diffs)
+    return render_template("institutions/preview.html", institution=institution, diffs=diffs,
+                           order=config_service.planned_order(institution))
 
 
 @bp.post("/institutions/<slug>/config/apply")
@@ -112,13 +117,41 @@ def apply_config(slug):
         flash("Nothing to apply: the draft was applied or discarded already.")
         return redirect(url_for("institutions.detail", slug=slug))
     try:
-        ops = config_service.apply_config(g.user, institution, draft.auth, draft.environment,
-                                          config_service.draft_secrets(draft))
+        rollout = config_service.apply(g.user, institution, draft.auth, draft.environment,
+                                       config_service.draft_secrets(draft))
     except FieldErrors as exc:
         return _config_form(institution, draft.auth, draft.environment, config_service.draft_secrets(draft),
                             exc.errors, 422)
-    flash(f"Applied. Reconfiguring {len(ops)} hub{'s' if len(ops) != 1 else ''}.")
+    except Conflict as exc:
+        flash(exc.description)
+        return redirect(url_for("institutions.detail", slug=slug))
+    flash(apply_message(rollout))
     return redirect(url_for("institutions.detail", slug=slug))
+
+
+def apply_message(rollout) -> str:
+    """What Apply will do, in a sentence: which hub goes first, and that the change stops there if it fails."""
+    if rollout is None:
+        return "Applied: the institution has no running hub, so new hubs start with this configuration."
+    order = config_service.rollout_order(rollout)
+    if len(order) == 1:
+        return (f"Applying to {order[0]}: it is checked, then restarted; if it does not come up, it is put back on "
+                f"its previous configuration.")
+    return (f"Applying hub by hub, {order[0]} first, then {', '.join(order[1:])}. Each is checked before it is "
+            f"restarted; at the first hub that does not come up, the change stops there and that hub is put back.")
+
+
+@bp.get("/institutions/<slug>/config/rollout")
+def config_rollout(slug):
+    """The institution's latest config rollout: each hub waiting, applying, applied or rolled back (with why)."""
+    institution = scope.get_institution(g.user, slug)
+    rollout = config_service.latest_config_rollout(institution)
+    response = make_response(render_template("institutions/_config_rollout.html", institution=institution,
+                                             config_rollout=rollout,
+                                             config_rollout_live=config_service.config_rollout_live))
+    if wants_fragment() and not config_service.config_rollout_live(rollout):
+        response.headers["HX-Refresh"] = "true"  # it ended: the institution's facts above changed too
+    return response
 
 
 @bp.route("/institutions/<slug>/policy", methods=["GET", "POST"])

@@ -10,7 +10,9 @@ from hypothesis import HealthCheck, given, settings
 
 from console.cli import main
 from console.extensions import db
-from console.models import AuditEvent, Institution, Operation
+from console.models import AuditEvent, Hub, Institution, Operation, Rollout
+from console.services import releases
+from tenants.layering import RELEASE_DEFAULTS
 from tests.conftest import csrf_from
 from tests.tenants.strategies import auth_configs, environments
 
@@ -39,17 +41,40 @@ def put_config(client, headers, auth, environment=ENV, slug="north"):
                       headers=headers)
 
 
-def test_admin_applies_config_and_every_hub_is_reconfigured(client, north, run_worker):
+def drive(app, run_worker, rollout_id, passes=30):
+    """Step the rollout driver and the worker until the rollout stops running; returns the rollout."""
+    for _ in range(passes):
+        with app.app_context():
+            releases.advance()
+            db.session.remove()
+        run_worker()
+        rollout = db.session.get(Rollout, rollout_id)
+        db.session.refresh(rollout)
+        if rollout.state != "running":
+            return rollout
+    return rollout
+
+
+def hub(slug):
+    row = db.session.execute(db.select(Hub).filter_by(slug=slug)).unique().scalar_one()
+    db.session.refresh(row)
+    return row
+
+
+def test_admin_applies_config_and_every_hub_is_reconfigured(app, client, north, run_worker):
     admin, _, _ = north
     response = put_config(client, admin, OIDC)
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
-    assert len(body["operations"]) == 2 and body["secrets_set"] == ["client_secret"]
+    assert body["rollout"] and body["auth"]["authenticator_class"] == "dummy"  # stored only once every hub took it
+    assert drive(app, run_worker, body["rollout"]).state == "done"
+    reconfigured = db.session.execute(db.select(Operation).filter_by(kind="reconfigure")
+                                      .order_by(Operation.id)).unique().scalars().all()
+    assert [(op.hub.slug, op.outcome) for op in reconfigured] == [("north-a", "succeeded"), ("north-b", "succeeded")]
+    body = client.get("/api/v1/institutions/north/config", headers=admin).get_json()
+    assert body["secrets_set"] == ["client_secret"]
     assert "client_secret" not in body["auth"] and body["auth"]["allowed_groups"] == ["students"]
-    assert run_worker() == 2
-    for op_id in body["operations"]:
-        op = client.get(f"/api/v1/operations/{op_id}", headers=admin).get_json()
-        assert (op["kind"], op["state"]) == ("reconfigure", "succeeded")
+    assert all("config_rollout" not in hub(slug).spec for slug in ("north-a", "north-b"))
     rendered = client.get("/api/v1/hubs/north-a/rendered?target=z2jh", headers=admin).get_json()["config"]
     section = rendered["hub"]["config"]["GenericOAuthenticator"]
     assert section["client_id"] == "hub-client" and section["client_secret"] == "********"
@@ -61,11 +86,68 @@ def test_admin_applies_config_and_every_hub_is_reconfigured(client, north, run_w
     assert "client_secret" in event.detail["changed"] and SECRET not in json.dumps(event.detail)
 
 
-def test_blank_secret_keeps_the_stored_one(client, north, run_worker):
+def test_rollout_goes_canary_first_and_a_second_apply_waits(app, client, north, run_worker):
+    admin, operator, _ = north
+    assert client.patch("/api/v1/hubs/north-b", json={"canary": True}, headers=operator).status_code == 200
+    first = put_config(client, admin, {"authenticator_class": "dummy", "allowed_users": ["ada", "Bob"]})
+    assert first.status_code == 200
+    again = put_config(client, admin, {"authenticator_class": "dummy", "allowed_users": ["cy"]})
+    assert again.status_code == 409 and "still rolling out" in again.get_data(as_text=True)
+    rollout = drive(app, run_worker, first.get_json()["rollout"])
+    assert rollout.state == "done"
+    order = db.session.execute(db.select(Operation).filter_by(kind="reconfigure").order_by(Operation.id)
+                               ).unique().scalars().all()
+    assert [op.hub.slug for op in order] == ["north-b", "north-a"]  # the canary first
+    assert "preflight with JupyterHub" in " ".join(line.line for line in order[0].lines)
+    assert client.get("/api/v1/institutions/north/config", headers=admin).get_json()["auth"]["allowed_users"] == [
+        "ada", "Bob"]
+
+
+def test_preflight_refusal_halts_with_the_hub_untouched(app, client, north, run_worker):
+    """A hub-level override the hub's JupyterHub refuses (memory in Gi) is caught by the preflight on that hub."""
     admin, _, _ = north
-    put_config(client, admin, OIDC)
+    canary = hub("north-a")
+    canary.spec = {**canary.spec, "overrides": {"environment": {"mem_limit": "4Gi"}}}
+    db.session.commit()
+    before = {slug: (hub(slug).backend_state, hub(slug).state) for slug in ("north-a", "north-b")}
+    response = put_config(client, admin, {"authenticator_class": "dummy", "allowed_users": ["ada"]})
+    rollout = drive(app, run_worker, response.get_json()["rollout"])
+    assert rollout.state == "halted" and "4Gi is not a valid memory specification" in rollout.reason
+    [op] = db.session.execute(db.select(Operation).filter_by(kind="reconfigure")).unique().scalars().all()
+    assert op.hub.slug == "north-a" and op.outcome == "failed" and "the hub was not touched" in op.error
+    assert {slug: (hub(slug).backend_state, hub(slug).state) for slug in before} == before  # still running
+    assert "config_rollout" not in hub("north-a").spec
+    assert client.get("/api/v1/institutions/north/config", headers=admin).get_json()["auth"] == RELEASE_DEFAULTS[
+        "auth"]
+    # Fixed (the override goes), the next Apply supersedes the halted rollout and goes through.
+    canary = hub("north-a")
+    canary.spec = {k: v for k, v in canary.spec.items() if k != "overrides"}
+    db.session.commit()
+    again = put_config(client, admin, {"authenticator_class": "dummy", "allowed_users": ["ada"]})
+    assert again.status_code == 200 and db.session.get(Rollout, rollout.id).state == "aborted"
+    assert drive(app, run_worker, again.get_json()["rollout"]).state == "done"
+    assert client.get("/api/v1/institutions/north/config", headers=admin).get_json()["auth"]["allowed_users"] == [
+        "ada"]
+
+
+def test_a_username_jupyterhub_refuses_is_a_field_error(app, client, north):
+    admin, _, _ = north
+    before = snapshot(app)
+    response = put_config(client, admin, {"authenticator_class": "dummy", "allowed_users": ["ada", "../etc"],
+                                          "admin_users": ["%2e%2e"]})
+    assert response.status_code == 422
+    errors = response.get_json()["errors"]["json"]
+    assert errors == {"auth.allowed_users": ["JupyterHub refuses the username '../etc': it contains '/'."],
+                      "auth.admin_users": ["JupyterHub refuses the username '%2e%2e': it is only dots."]}
+    assert snapshot(app) == before
+
+
+def test_blank_secret_keeps_the_stored_one(app, client, north, run_worker):
+    admin, _, _ = north
+    drive(app, run_worker, put_config(client, admin, OIDC).get_json()["rollout"])
     response = put_config(client, admin, {**OIDC, "client_secret": "", "allowed_groups": ["staff"]})
     assert response.status_code == 200 and response.get_json()["secrets_set"] == ["client_secret"]
+    assert drive(app, run_worker, response.get_json()["rollout"]).state == "done"
     from console.crypto import decrypt_json
 
     institution = db.session.execute(db.select(Institution).filter_by(slug="north")).scalar_one()
@@ -89,8 +171,8 @@ def test_every_refused_config_changes_nothing(app, client, north, auth, environm
     admin, _, _ = north
     before = snapshot(app)
     response = put_config(client, admin, auth, environment)
-    if response.status_code == 200:
-        return  # accepted: covered by the render property test
+    if response.status_code in (200, 409):
+        return  # valid (409: an earlier example's rollout is still under way): covered by the render property test
     assert response.status_code == 422
     errors = response.get_json()["errors"]["json"]
     assert errors and all(k.startswith(("auth.", "environment.")) for k in errors)
@@ -126,7 +208,7 @@ def test_an_admin_of_another_institution_can_neither_read_nor_change(client, nor
     assert client.get("/api/v1/institutions/north/config", headers=admin).get_json() == before
 
 
-def test_config_form_preview_then_apply(client, north, login, run_worker):
+def test_config_form_preview_then_apply(app, client, north, login, run_worker):
     _, _, admin_user = north
     login(client, admin_user)
     page = client.get("/institutions/north/config").get_data(as_text=True)
@@ -150,14 +232,21 @@ def test_config_form_preview_then_apply(client, north, login, run_worker):
     preview = client.post("/institutions/north/config", data=form)
     text = preview.get_data(as_text=True)
     assert preview.status_code == 200 and "north-a" in text and "+GenericOAuthenticator:" in text
-    assert SECRET not in text and "******** (changed)" in text
+    assert SECRET not in text and "******** (changed)" in text and "hub by hub: north-a, then north-b" in text
     assert db.session.query(Operation).filter_by(kind="reconfigure").count() == 0  # preview changes nothing
-    applied = client.post("/institutions/north/config/apply", data={"csrf_token": token})
-    assert applied.status_code == 302
-    assert db.session.query(Operation).filter_by(kind="reconfigure").count() == 2
-    run_worker()
+    applied = client.post("/institutions/north/config/apply", data={"csrf_token": token}, follow_redirects=True)
+    text = applied.get_data(as_text=True)
+    assert "Applying hub by hub, north-a first, then north-b." in text
+    assert 'id="config-rollout" hx-get="/institutions/north/config/rollout"' in text  # polls while it runs
+    assert "client_secret: none" in text or "Secrets</dt><dd>none" in text  # not stored before every hub took it
+    rollout = db.session.execute(db.select(Rollout).filter_by(kind="config")).unique().scalar_one()
+    assert drive(app, run_worker, rollout.id).state == "done"
+    panel = client.get("/institutions/north/config/rollout", headers={"HX-Request": "true"})
+    assert panel.headers.get("HX-Refresh") == "true" and "Every hub took the change" in panel.get_data(as_text=True)
+    assert panel.get_data(as_text=True).count('data-status="upgraded">Applied<') == 2
     detail = client.get("/institutions/north").get_data(as_text=True)
     assert "client_secret: set" in detail and SECRET not in detail
+    assert "not applied yet" not in client.get("/institutions/north/config").get_data(as_text=True)  # draft cleared
 
 
 def test_discovery_errors_are_field_errors(client, north, login):
@@ -174,8 +263,7 @@ def test_discovery_errors_are_field_errors(client, north, login):
 def test_secret_never_leaves_encrypted_storage(app, client, north, login, run_worker, caplog):
     """Pages, API answers, operation logs, audit entries, the export and the database file: no secret anywhere."""
     admin, operator, admin_user = north
-    put_config(client, admin, OIDC)
-    run_worker()
+    drive(app, run_worker, put_config(client, admin, OIDC).get_json()["rollout"])
     seen = []
     for headers in (admin, operator):
         for path in ("/api/v1/institutions/north/config", "/api/v1/hubs", "/api/v1/hubs/north-a",

@@ -42,7 +42,9 @@ def running_hub(app, ctx, client, create_institution, create_user, api_headers):
 
 
 def wait_op(client, headers, op_id):
-    op = wait_for(lambda: (o := client.get(f"/api/v1/operations/{op_id}", headers=headers).get_json())["state"]
+    # the test client's requests share this test's session: forget what an earlier request loaded
+    op = wait_for(lambda: db.session.expire_all() or (o := client.get(f"/api/v1/operations/{op_id}",
+                                                                      headers=headers).get_json())["state"]
                   in ("succeeded", "failed") and o, 120, what=f"operation {op_id}")
     assert op["state"] == "succeeded", "\n".join(op["log"])
 
