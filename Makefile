@@ -30,6 +30,7 @@ test: setup-test
 bench: setup-test
 	$(BIN)/python -m tests.perf.bench_fleet --postgres
 	$(BIN)/python -m tests.perf.bench_sweep
+	$(BIN)/python -m tests.perf.bench_local_stop
 	$(BIN)/python -m tests.perf.bench_rollout
 
 clean:

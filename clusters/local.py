@@ -45,6 +45,8 @@ PROBE_TIMEOUT = 2.0
 # Setting names whose values are secrets: never copied out of the hub's directory.
 SECRET_KEYS = frozenset({"client_secret", "user_password", "api_token", "admin_password"})
 PORTS_PER_HUB = 3  # public proxy port, proxy API port, hub's internal port
+# Seconds a hub's processes get to exit after SIGTERM before what is left is killed; a hub takes well under 2 s.
+STOP_GRACE = 10.0
 
 # JupyterHub processes this process started, by hub directory.  Kept so they are reaped when they exit (no zombies)
 # and are not garbage-collected while running; hubs started by an earlier console are found by their marker instead.
@@ -54,7 +56,21 @@ _children: dict[str, subprocess.Popen] = {}
 def _reap(hub_dir: Path) -> None:
     child = _children.get(str(hub_dir))
     if child is not None and child.poll() is not None:
-        del _children[str(hub_dir)]
+        _children.pop(str(hub_dir), None)  # the monitor and the worker may both get here
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+def _cmdline(proc: psutil.Process) -> list[str]:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return []
 
 
 def _default_proxy_command() -> str:
@@ -309,24 +325,50 @@ class LocalBackend:
             time.sleep(0.1)
         return True
 
-    def _stop(self, hub_dir: Path, log: Log, grace: float = 10.0) -> None:
-        """Stop every process of the hub: JupyterHub first (it stops its proxy and servers), then any leftover."""
-        main = self._main_process(hub_dir)
-        if main:
-            log(f"stopping JupyterHub (pid {main.pid})")
+    def _stop(self, hub_dir: Path, log: Log, grace: float = STOP_GRACE) -> None:
+        """Stop every process of the hub: SIGTERM to all of them at once, wait until they have exited, SIGKILL only
+        what is still there after ``grace`` seconds.  Returns as soon as the last one is gone.
+
+        JupyterHub gets the signal first, so it records its servers as stopped and takes its proxy down itself; its
+        proxy, managed services and single-user servers get theirs directly too, so none waits on JupyterHub
+        stopping them one after the other (with SIGINT and a 10 s patience each).
+        """
+        processes = self.processes(hub_dir)
+        config = str(hub_dir / "jupyterhub_config.py")
+        main = [p for p in processes if _cmdline(p) and config in _cmdline(p)]
+        if processes:
+            log(f"stopping JupyterHub (pid {main[0].pid})" if main else "stopping the hub's leftover processes")
+        for proc in main + [p for p in processes if p not in main]:
             with contextlib.suppress(psutil.Error):
-                main.send_signal(signal.SIGTERM)
-                main.wait(grace)
+                proc.send_signal(signal.SIGTERM)
+        self._wait_gone(hub_dir, processes, grace)
+        # A process born meanwhile (a proxy JupyterHub restarted as it went down) carries the marker too.
         leftovers = self.processes(hub_dir)
         for proc in leftovers:
             with contextlib.suppress(psutil.Error):
                 proc.kill()
         if leftovers:
-            log(f"killed {len(leftovers)} leftover process(es) of the hub")
-            psutil.wait_procs(leftovers, timeout=5)
+            log(f"killed {len(leftovers)} process(es) of the hub still running {grace:g}s after SIGTERM")
+            self._wait_gone(hub_dir, leftovers, 5.0)
         child = _children.pop(str(hub_dir), None)
         if child is not None:
-            child.wait(5)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                child.wait(1)
+
+    @staticmethod
+    def _wait_gone(hub_dir: Path, processes: list[psutil.Process], timeout: float) -> None:
+        """Wait until none of ``processes`` runs any more (an exited process its parent has not reaped yet counts
+        as gone), at most ``timeout`` seconds.
+
+        Polls instead of ``psutil.wait_procs``: that waits for a process that is not our child until its parent
+        reaps it, which a hub's proxy or services, once JupyterHub is gone, leave to whoever adopts them.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            _reap(hub_dir)  # our own child (JupyterHub) stays a zombie until we wait for it
+            if not any(_running(p) for p in processes) or time.monotonic() >= deadline:
+                return
+            time.sleep(0.05)
 
     def stop(self, state: dict, log: Log) -> None:
         hub_dir = self._dir_of(state)

@@ -8,10 +8,12 @@ whole sweep takes at most one timeout longer than it would with every hub alive.
 from __future__ import annotations
 
 import asyncio
+import json
+import ssl
 import time
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
-import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -58,53 +60,127 @@ def parse_metrics(text: str) -> dict:
     return found
 
 
-async def _probe(client: httpx.AsyncClient, target: Target, timeout: float) -> ProbeResult:
+MAX_BODY = 4 * 1024 * 1024  # a hub's answer larger than this is refused, not read into memory
+
+
+class ProtocolError(Exception):
+    """The hub's answer was not HTTP this client understands."""
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection to one hub, for the few GETs of its probe.
+
+    A probe sweep makes three requests to each of thousands of hubs, each on its own host and port: a general
+    client's per-request machinery (pools, middleware, its async backend) costs several times what the requests
+    themselves do, so the sweep speaks the little HTTP it needs over asyncio streams.  Redirects are not followed.
+    """
+
+    def __init__(self, url: str, tls: ssl.SSLContext):
+        parts = urlsplit(url)
+        self.secure = parts.scheme == "https"
+        self.host, self.port = parts.hostname or "", parts.port or (443 if self.secure else 80)
+        self.authority = parts.netloc.rpartition("@")[2]
+        self.base = parts.path if parts.path.endswith("/") else parts.path + "/"
+        self.tls = tls
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str, headers: dict[str, str]) -> tuple[int, bytes]:
+        """GET ``path`` (relative to the hub's URL); returns (status, body)."""
+        if self.writer is None:
+            try:
+                self.reader, self.writer = await asyncio.open_connection(
+                    self.host, self.port, ssl=self.tls if self.secure else None,
+                    server_hostname=self.host if self.secure else None)
+            except OSError as exc:
+                raise ConnectionError("ConnectError") from exc
+        lines = [f"GET {self.base}{path} HTTP/1.1", f"Host: {self.authority}", "Accept: */*",
+                 *(f"{name}: {value}" for name, value in headers.items())]
+        self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
+        try:
+            status_line = await self.reader.readline()
+            fields = status_line.split(None, 2)
+            if len(fields) < 2 or not fields[0].startswith(b"HTTP/1.") or not fields[1].isdigit():
+                raise ProtocolError("RemoteProtocolError")
+            found: dict[str, str] = {}
+            while (line := await self.reader.readline()) not in (b"\r\n", b"\n", b""):
+                name, _, value = line.decode("latin-1").partition(":")
+                found[name.strip().lower()] = value.strip()
+            if "chunked" in found.get("transfer-encoding", "").lower():
+                body = b""
+                while size := int((await self.reader.readline()).split(b";")[0].strip() or b"0", 16):
+                    if len(body) + size > MAX_BODY:
+                        raise ProtocolError("answer too large")
+                    body += await self.reader.readexactly(size)
+                    await self.reader.readexactly(2)
+                while (await self.reader.readline()) not in (b"\r\n", b"\n", b""):
+                    pass  # trailers
+            elif "content-length" in found:
+                if int(found["content-length"]) > MAX_BODY:
+                    raise ProtocolError("answer too large")
+                body = await self.reader.readexactly(int(found["content-length"]))
+            else:
+                body = await self.reader.read(MAX_BODY + 1)  # the answer ends with the connection
+                if len(body) > MAX_BODY:
+                    raise ProtocolError("answer too large")
+                found["connection"] = "close"
+        except (OSError, asyncio.IncompleteReadError) as exc:
+            raise ConnectionError("ReadError") from exc
+        except ValueError as exc:
+            raise ProtocolError("RemoteProtocolError") from exc
+        if found.get("connection", "").lower() == "close":
+            self.close()
+        return int(fields[1]), body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.reader = self.writer = None
+
+
+async def _probe(target: Target, timeout: float, tls: ssl.SSLContext) -> ProbeResult:
     start = time.monotonic()
     result = ProbeResult(key=target.key, up=False, duration=0.0)
+    connection = _Connection(target.url, tls)
     try:
         async with asyncio.timeout(timeout):
-            health = await client.get(target.url + "hub/health")
-            if health.status_code != 200:
-                result.error = f"/hub/health answered {health.status_code}"
+            status, _ = await connection.get("hub/health", {})
+            if status != 200:
+                result.error = f"/hub/health answered {status}"
                 return result
             result.up = True
-            info = await client.get(target.url + "hub/api/")
-            if info.status_code == 200:
-                result.version = info.json().get("version")
+            status, body = await connection.get("hub/api/", {})
+            if status == 200:
+                result.version = json.loads(body).get("version")
             headers = {"Authorization": f"token {target.token}"} if target.token else {}
-            metrics = await client.get(target.url + "hub/metrics", headers=headers)
-            if metrics.status_code == 200:
-                for key, value in parse_metrics(metrics.text).items():
+            status, body = await connection.get("hub/metrics", headers)
+            if status == 200:
+                for key, value in parse_metrics(body.decode("utf-8", "replace")).items():
                     setattr(result, key, value)
     except TimeoutError:
         result.error = f"no answer within {timeout:g}s"
-    except httpx.HTTPError as exc:
-        result.error = f"{exc.__class__.__name__}"
-    except ValueError:
+    except (ConnectionError, ProtocolError) as exc:
+        result.error = str(exc)
+    except (ValueError, AttributeError):
         result.error = "the hub's answer could not be read"
     finally:
+        connection.close()
         result.duration = time.monotonic() - start
     return result
 
 
 async def _sweep(targets: list[Target], concurrency: int, timeout: float) -> list[ProbeResult]:
-    """``concurrency`` workers, each with its own small HTTP client, take hubs from one queue.
-
-    One client per worker keeps every connection pool tiny: a single client with a connection per hub spends more
-    time managing its pool than probing once there are hundreds of hubs.
-    """
+    """``concurrency`` workers take hubs from one queue; each probe opens one connection to its hub."""
     queue: asyncio.Queue[tuple[int, Target]] = asyncio.Queue()
     for index, target in enumerate(targets):
         queue.put_nowait((index, target))
     results: list[ProbeResult | None] = [None] * len(targets)
-    tls = httpx.create_ssl_context()  # built once, shared: building one per client is slow
-    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    tls = ssl.create_default_context()  # built once, shared: building one per connection is slow
 
     async def work() -> None:
-        async with httpx.AsyncClient(timeout=timeout, limits=limits, verify=tls) as client:
-            while not queue.empty():
-                index, target = queue.get_nowait()
-                results[index] = await _probe(client, target, timeout)
+        while not queue.empty():
+            index, target = queue.get_nowait()
+            results[index] = await _probe(target, timeout, tls)
 
     await asyncio.gather(*(work() for _ in range(min(concurrency, len(targets)))))
     return results

@@ -48,7 +48,7 @@ class FakeBackend:
     def deploy(self, spec: HubSpec, state: dict, log: Log) -> dict:
         if spec.config.get("FakeBackend", {}).get("fail_deploy"):
             raise BackendError(f"{spec.slug} refuses this configuration")
-        if state.get("deployed") and state.get("config") == self.fingerprint(spec):
+        if state.get("deployed") and state.get("config") == self.fingerprint(spec) and spec.slug not in _killed:
             log(f"{spec.slug} already deployed")
             return state
         if self.delay:

@@ -26,6 +26,7 @@ from console.services import leases, monitoring
 
 logger = logging.getLogger(__name__)
 LEASE_NAME = "monitor"
+STARTUP_SECONDS = 5.0
 
 
 class Monitor:
@@ -39,9 +40,14 @@ class Monitor:
         self.failing: set[int] = set()  # hubs whose last probe failed: probed again every recheck
         self.next_sweep = 0.0
         self.next_compact = 0.0
+        self.supervise_after = 0.0  # see run()
 
     def run(self, stop: threading.Event) -> None:
         """Tick every ``RECHECK_SECONDS`` until ``stop`` is set, while this process holds the monitor's lease."""
+        # Hubs already gone when the worker process starts are re-adopted by the worker (Worker.resync queues one
+        # reconcile each): for its first seconds the monitor shows them down but leaves their restart to it, so a
+        # console restart neither restarts a hub twice nor counts against its restarts.
+        self.supervise_after = time.monotonic() + STARTUP_SECONDS
         with self.app.app_context():
             while not stop.is_set():
                 try:
@@ -59,30 +65,30 @@ class Monitor:
                 db.session.remove()
 
     def tick(self) -> None:
-        """One pass: find dead processes, probe the hubs that are due, record, restart, alert, deliver."""
-        hubs = monitoring.live_hubs()
-        backends = monitoring.backends_of(hubs)
+        """One pass: find dead processes, probe the hubs that are due, record, restart, alert, deliver.
+
+        A sweep pass loads every live hub; a pass between sweeps loads only the hubs that need a look (found gone,
+        failing, down or degraded, alerted), so looking every second costs little however large the fleet.
+        """
         now = utcnow()
-        results: dict[int, ProbeResult] = {}
-        gone: dict[int, str] = {}
-        for hub in hubs:
-            backend = backends[hub.cluster_id]
-            if getattr(backend, "supervised", False) and hub.backend_state and hub.state != lifecycle.REQUESTED \
-                    and backend.alive(hub.backend_state) is False:
-                gone[hub.id] = "its processes are not running"
-                if hub.state in lifecycle.SERVING:
-                    results[hub.id] = ProbeResult(key=hub.id, up=False, duration=0.0, alive=False,
-                                                  error="found gone by the supervisor")
-        serving = [h for h in hubs if h.state in lifecycle.SERVING and h.id not in gone]
-        if time.monotonic() >= self.next_sweep:
-            due = serving
+        sweeping = time.monotonic() >= self.next_sweep
+        if sweeping:
             self.next_sweep = time.monotonic() + self.every
-        else:
-            due = [h for h in serving if h.id in self.failing]
+        candidates = monitoring.gone_hubs()
+        hubs = monitoring.live_hubs() if sweeping else monitoring.hubs_to_watch(candidates)
+        backends = monitoring.backends_of(hubs)
+        # Looked at again on the rows just loaded: a hub restarted in between has a new process by now.
+        gone = {hub.id for hub in hubs if hub.id in candidates and hub.backend_state
+                and backends[hub.cluster_id].alive(hub.backend_state) is False}
+        results: dict[int, ProbeResult] = {
+            hub.id: ProbeResult(key=hub.id, up=False, duration=0.0, alive=False)
+            for hub in hubs if hub.id in gone and hub.state in lifecycle.SERVING}
+        due = [h for h in hubs if h.state in lifecycle.SERVING and h.id not in gone
+               and (sweeping or h.id in self.failing)]
         results.update(monitoring.probe_fleet(due))
         monitoring.record(hubs, results, now)
         self.failing = {key for key, result in results.items() if not result.up}
-        for hub in hubs:
+        for hub in hubs if time.monotonic() >= self.supervise_after else []:
             if hub.id in gone and (hub.state in lifecycle.SERVING or
                                    (hub.state == lifecycle.FAILED and hub.restart_count)):
                 backend = backends[hub.cluster_id]

@@ -48,6 +48,7 @@ def free_ports(count: int) -> list[int]:
 class FakeHubs:
     def __init__(self, count: int, delay: float = 1.0):
         self.ports = free_ports(count)
+        self._index = {port: index for index, port in enumerate(self.ports)}  # a list's index() is slow at 10,000
         self.modes = {port: "ok" for port in self.ports}
         self.delay = delay
         self.failures = {port: 0 for port in self.ports}
@@ -133,7 +134,7 @@ class FakeHubs:
         if path.startswith("/hub/api/"):
             return 200, '{"version": "5.3.0"}', "application/json"
         if path.startswith("/hub/metrics"):
-            index = self.ports.index(port)
+            index = self._index[port]
             return 200, METRICS.format(running=index % 7, users=20 + index % 50, active=index % 13,
                                        spawns=100 + index, failures=self.failures[port]), "text/plain; version=0.0.4"
         return 404, "{}", "application/json"

@@ -12,16 +12,18 @@ from clusters import lifecycle
 from clusters.base import HubStatus
 from clusters.probe import ProbeResult, Target, sweep
 from flask import current_app
+from sqlalchemy.orm import defer, lazyload
 from werkzeug.exceptions import Forbidden
 
 from console.extensions import db
-from console.models import (OPERATION_PENDING, Alert, Hub, HubSample, Institution, Operation, User, WebhookTarget,
-                            utcnow)
+from console.models import (OPERATION_PENDING, Alert, Cluster, Hub, HubSample, Institution, Operation, User,
+                            WebhookTarget, utcnow)
 from console.services import FieldErrors, audit, operations
 from console.services import hubs as hub_service
 
 logger = logging.getLogger(__name__)
 SUPERVISOR = "hubfleet-supervisor"
+CRASH_LOOP = "keeps crashing"  # how the status message of a hub the supervisor gave up on begins
 STABLE_AFTER_RESTART = timedelta(minutes=10)  # a restarted hub up this long has its restart count reset
 RAW_RETENTION = timedelta(days=1)
 HOURLY_RETENTION = timedelta(days=30)
@@ -58,17 +60,53 @@ def backends_of(hubs: list[Hub]) -> dict[int, Any]:
     return backends
 
 
+def _live():
+    return (Hub.state != lifecycle.DELETED) & (Hub.desired == "running")
+
+
+def _watched(query):
+    # What the monitor reads of a hub: its cluster (for its backend), not its institution, release or spec, which
+    # load on access if ever needed: 10,000 hubs then take a third of the memory.
+    return query.options(lazyload(Hub.institution), lazyload(Hub.release), defer(Hub.spec)).order_by(Hub.id)
+
+
 def live_hubs() -> list[Hub]:
-    """Every hub that should be running (not being deleted), institution and cluster loaded."""
-    return list(db.session.execute(db.select(Hub).where(Hub.state != lifecycle.DELETED, Hub.desired == "running")
-                                   .order_by(Hub.id)).unique().scalars())
+    """Every hub that should be running (not being deleted), its cluster loaded."""
+    return list(db.session.execute(_watched(db.select(Hub).where(_live()))).unique().scalars())
+
+
+def hubs_to_watch(ids: set[int]) -> list[Hub]:
+    """The live hubs a pass between sweeps looks at: those of ``ids``, those down or degraded (their probes failed,
+    or their alerts are due) and those with an open alert (it may close)."""
+    wanted = Hub.health.in_((health_rules.DOWN, health_rules.DEGRADED)) | \
+        Hub.id.in_(db.select(Alert.hub_id).where(Alert.resolved_at.is_(None)))
+    if ids:
+        wanted = wanted | Hub.id.in_(sorted(ids))
+    return list(db.session.execute(_watched(db.select(Hub).where(_live(), wanted))).unique().scalars())
+
+
+def gone_hubs() -> set[int]:
+    """Ids of the live hubs on supervised backends (local processes) whose processes the backend sees gone.
+
+    Asks no hub anything: for a local hub it is a look at the process table.  Reads only the columns it needs, so a
+    pass over a large fleet stays cheap; hubs not yet started, and backends nobody needs to supervise, are skipped.
+    """
+    clusters = db.session.execute(db.select(Cluster).where(
+        Cluster.id.in_(db.select(Hub.cluster_id).where(_live()).distinct()))).scalars().all()
+    supervised = {c.id: backend for c in clusters
+                  if getattr(backend := hub_service.backend_for(c), "supervised", False)}
+    if not supervised:
+        return set()
+    rows = db.session.execute(db.select(Hub.id, Hub.cluster_id, Hub.backend_state).where(
+        _live(), Hub.state != lifecycle.REQUESTED, Hub.cluster_id.in_(list(supervised))))
+    return {hub_id for hub_id, cluster_id, state in rows if state and supervised[cluster_id].alive(state) is False}
 
 
 def idle_serving_hubs() -> list[Hub]:
     """Serving hubs with no operation in flight."""
     busy = db.select(Operation.hub_id).where(Operation.state.in_(OPERATION_PENDING), Operation.hub_id.is_not(None))
-    return list(db.session.execute(
-        db.select(Hub).where(Hub.state.in_(lifecycle.SERVING), Hub.desired == "running", Hub.id.not_in(busy))
+    return list(db.session.execute(_watched(
+        db.select(Hub).where(Hub.state.in_(lifecycle.SERVING), Hub.desired == "running", Hub.id.not_in(busy)))
     ).unique().scalars())
 
 
@@ -78,17 +116,13 @@ def record(hubs: list[Hub], results: dict[int, ProbeResult], now: datetime | Non
     The caller commits.
     """
     now = now or utcnow()
-    for hub in hubs:
-        result = results.get(hub.id)
-        if result is None:
-            continue
-        db.session.add(HubSample(hub_id=hub.id, at=now, resolution="raw", up=1.0 if result.up else 0.0,
-                                 duration=result.duration, running_servers=result.running_servers,
-                                 total_users=result.total_users,
-                                 active_users=result.active_users.get("24h"),
-                                 spawn_success=result.spawn_success, spawn_failure=result.spawn_failure,
-                                 alive=result.alive))
-    db.session.flush()
+    samples = [{"hub_id": hub.id, "at": now, "resolution": "raw", "up": 1.0 if result.up else 0.0,
+                "duration": result.duration, "running_servers": result.running_servers,
+                "total_users": result.total_users, "active_users": result.active_users.get("24h"),
+                "spawn_success": result.spawn_success, "spawn_failure": result.spawn_failure, "alive": result.alive}
+               for hub in hubs if (result := results.get(hub.id)) is not None]
+    if samples:  # one statement for all of them, and no object per sample
+        db.session.execute(db.insert(HubSample), samples)
     recent = recent_samples([h.id for h in hubs if h.id in results])
     for hub in hubs:
         result = results.get(hub.id)
@@ -122,17 +156,20 @@ def restart_delay(restarts: int) -> float:
 def supervise(hub: Hub, why: Callable[[], str], now: datetime) -> Operation | None:
     """A hub whose processes are gone: queue a restart after its backoff, or mark it failed when it keeps crashing.
 
-    ``why()`` says what the backend sees (for a local hub, the end of its log).  Does nothing while another operation
-    works on the hub.  Returns the restart operation, if one was queued.  The
-    caller commits.
+    After ``MAX_RESTARTS`` restarts without staying up (see ``STABLE_AFTER_RESTART``) the hub is failed, its status
+    message says it keeps crashing with ``why()`` (what the backend sees; for a local hub, the end of its log), and no
+    more restarts are queued.  Does nothing while another operation works on the hub.  Returns the restart
+    operation, if one was queued.  The caller commits.
     """
     if operations.pending(hub) is not None:
         return None
     limit = int(current_app.config["MAX_RESTARTS"])
     if hub.restart_count >= limit:
-        if hub.state != lifecycle.FAILED:
-            hub_service.transition(hub, "fail")
-            hub.status_message = f"keeps crashing: restarted {hub.restart_count} times, down again; {why()}"
+        # Whether it died while serving or while starting (then its restart failed it already), say so once.
+        if not (hub.status_message or "").startswith(CRASH_LOOP):
+            if lifecycle.HUB.allows(hub.state, "fail") and hub.state != lifecycle.FAILED:
+                hub_service.transition(hub, "fail")
+            hub.status_message = f"{CRASH_LOOP}: restarted {hub.restart_count} times, down again; {why()}"
             audit(SUPERVISOR, "hub.crashloop", hub.slug, hub.institution_id, restarts=hub.restart_count)
         return None
     if hub.restarted_at and (now - hub.restarted_at).total_seconds() < restart_delay(hub.restart_count):
@@ -162,37 +199,30 @@ def recent_samples(hub_ids: list[int], count: int = 20) -> dict[int, list[health
 
 # -- alerts ---------------------------------------------------------------------------------------------------------
 
-def _open_alert(hub: Hub, kind: str) -> Alert | None:
-    return db.session.execute(db.select(Alert).where(Alert.hub_id == hub.id, Alert.kind == kind,
-                                                     Alert.resolved_at.is_(None))).scalars().first()
-
-
 def evaluate_alerts(hubs: list[Hub], now: datetime) -> None:
     """Open an alert when a hub has been down (or degraded) long enough; resolve it when it is not any more, and
     every open alert of a hub that is deleted or being deleted.
 
     One open alert per hub and kind: a hub that stays down is not alerted again.  The caller commits.
     """
+    rules = {"down": float(current_app.config["ALERT_DOWN_SECONDS"]),
+             "degraded": float(current_app.config["ALERT_DEGRADED_SECONDS"])}
+    open_alerts = {(alert.hub_id, alert.kind): alert for alert in db.session.execute(
+        db.select(Alert).where(Alert.resolved_at.is_(None))).unique().scalars()}  # few: one query, not one per hub
     for hub in hubs:
-        _evaluate(hub, now)
+        for kind in ALERT_KINDS:
+            open_alert = open_alerts.get((hub.id, kind))
+            lasting = hub.health == kind and hub.health_since is not None and \
+                (now - hub.health_since).total_seconds() >= rules[kind]
+            if lasting and open_alert is None:
+                db.session.add(Alert(hub=hub, kind=kind, reason=hub.status_message, started_at=hub.health_since))
+            elif hub.health != kind and open_alert is not None:
+                open_alert.resolved_at = now
     gone = db.session.execute(db.select(Alert).join(Alert.hub).where(
         Alert.resolved_at.is_(None), (Hub.desired == "deleted") | (Hub.state == lifecycle.DELETED))).scalars().all()
     for alert in gone:
         alert.resolved_at = now
         alert.reason = f"{alert.reason} (closed: the hub was deleted)"
-
-
-def _evaluate(hub: Hub, now: datetime) -> None:
-    rules = {"down": float(current_app.config["ALERT_DOWN_SECONDS"]),
-             "degraded": float(current_app.config["ALERT_DEGRADED_SECONDS"])}
-    for kind in ALERT_KINDS:
-        open_alert = _open_alert(hub, kind)
-        lasting = hub.health == kind and hub.health_since is not None and \
-            (now - hub.health_since).total_seconds() >= rules[kind]
-        if lasting and open_alert is None:
-            db.session.add(Alert(hub=hub, kind=kind, reason=hub.status_message, started_at=hub.health_since))
-        elif hub.health != kind and open_alert is not None:
-            open_alert.resolved_at = now
 
 
 def payload(alert: Alert, event: str) -> dict[str, Any]:

@@ -23,3 +23,32 @@ def test_parse_metrics_sums_spawn_outcomes():
     text = METRICS.format(running=2, users=9, active=4, spawns=7, failures=3)
     assert parse_metrics(text) == {"running_servers": 2, "total_users": 9, "spawn_success": 7, "spawn_failure": 3,
                                    "active_users": {"24h": 4, "7d": 4, "30d": 9}}
+
+
+def test_sweep_reads_chunked_answers_and_refuses_huge_ones():
+    """A hub whose server answers in chunks is read; one announcing an enormous body is refused, not buffered."""
+    import socketserver
+    import threading
+
+    class Hub(socketserver.StreamRequestHandler):
+        def handle(self):
+            while (request := self.rfile.readline()):
+                path = request.split()[1].decode()
+                while self.rfile.readline() not in (b"\r\n", b""):
+                    pass
+                if path.endswith("/hub/metrics"):
+                    self.wfile.write(b"HTTP/1.1 200 OK\r\nContent-Length: 999999999999\r\n\r\n")
+                    return
+                body = b'{"version": "9.0.0"}' if path.endswith("/hub/api/") else b"ok"
+                self.wfile.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" +
+                                 b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (body[:1], body[1:])) +
+                                 b"0\r\n\r\n")
+
+    with socketserver.ThreadingTCPServer(("127.0.0.1", 0), Hub) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            [result] = sweep([Target(1, f"http://127.0.0.1:{server.server_address[1]}/")], timeout=2.0)
+        finally:
+            server.shutdown()
+    assert result.up and result.version == "9.0.0"
+    assert result.error == "answer too large" and result.running_servers is None
