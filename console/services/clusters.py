@@ -30,6 +30,20 @@ def transition(cluster: Cluster, event: str) -> None:
     cluster.state = CLUSTER.next_state(cluster.state, event)
 
 
+def may(cluster: Cluster, event: str) -> bool:
+    """Whether a person may ask for ``event`` now: the machine allows it and it moves the cluster.  A move that
+    leaves the cluster where it is (apply while applying) is the worker taking up its own operation again; asked
+    for by a person, it would be a second plan, apply or destroy of the same thing."""
+    return CLUSTER.allows(cluster.state, event) and CLUSTER.next_state(cluster.state, event) != cluster.state
+
+
+def _request(cluster: Cluster, event: str) -> None:
+    """Move ``cluster`` on a person's request; raises Conflict (409) with the machine's sentence when it may not."""
+    if not may(cluster, event):
+        raise Conflict(CLUSTER.refusal(cluster.state, event))
+    transition(cluster, event)
+
+
 def runner_for(cluster: Cluster) -> TerraformRunner:
     """The Terraform workspace of a cluster, with its credentials (decrypted only here, only for Terraform)."""
     return TerraformRunner(Path(current_app.config["DATA_DIR"]) / "terraform", cluster.name,
@@ -73,8 +87,8 @@ def replan(user: User, cluster: Cluster, raw: dict[str, Any], credentials: dict[
            ) -> Operation:
     """Change a cluster's variables (its name stays) and queue a new plan. Blank credentials keep the stored ones."""
     _require_operator(user)
-    if cluster.provider is None or cluster.state in ("destroying", "destroyed", "registered"):
-        raise Conflict(f"cluster {cluster.name} is {cluster.state}: it cannot be planned")
+    if cluster.provider is None or not may(cluster, "plan"):
+        raise Conflict(CLUSTER.refusal(cluster.state, "plan"))
     raw = {**_defaults(cluster.provider, cluster.name, raw), "name": cluster.name}
     stored = decrypt_json(cluster.credentials)
     typed = {c.name: (credentials or {}).get(c.name) or "" for c in providers.PROVIDERS[cluster.provider].credentials}
@@ -84,6 +98,7 @@ def replan(user: User, cluster: Cluster, raw: dict[str, Any], credentials: dict[
     cluster.variables = values
     cluster.credentials = encrypt_json({**stored, **env})
     cluster.plan = None
+    _request(cluster, "plan")
     op = operations.enqueue(None, "cluster-plan", user.email, cluster=cluster)
     audit(user.email, "cluster.replan", cluster.name, variables=values, credentials_changed=sorted(env))
     db.session.commit()
@@ -91,10 +106,12 @@ def replan(user: User, cluster: Cluster, raw: dict[str, Any], credentials: dict[
 
 
 def approve(user: User, cluster: Cluster) -> Operation:
-    """Queue the apply of the reviewed plan; only a cluster whose plan awaits approval can be approved."""
+    """Queue the apply of the reviewed plan: the cluster is applying from now on, so approving it again is refused
+    (Conflict, with the lifecycle's sentence) instead of applying twice.  Commits."""
     _require_operator(user)
-    if cluster.state != "planned" or not cluster.plan:
-        raise Conflict(f"cluster {cluster.name} has no plan awaiting approval (it is {cluster.state})")
+    if may(cluster, "apply") and not cluster.plan:
+        raise Conflict(f"Cluster {cluster.name} has no plan to approve: review a new plan.")
+    _request(cluster, "apply")
     op = operations.enqueue(None, "cluster-apply", user.email, cluster=cluster)
     audit(user.email, "cluster.approve", cluster.name, plan=cluster.plan.get("summary"))
     db.session.commit()
@@ -107,16 +124,24 @@ def live_hubs_on(cluster: Cluster) -> list[str]:
 
 
 def destroy(user: User, cluster: Cluster, confirm: str | None) -> Operation:
-    """Queue the destruction of a cluster; refused while hubs run on it. ``confirm`` must be its name."""
+    """Queue the destruction of a cluster (a registered one is forgotten at once: nothing of ours runs it).
+
+    Raises FieldErrors unless ``confirm`` is its name or while hubs run on it, Conflict (with the lifecycle's
+    sentence) when it cannot be destroyed now (being planned, applied or destroyed already).  Commits.
+    """
     _require_operator(user)
+    registered = cluster.provider is None or cluster.state == "registered"
+    event = "destroyed" if registered else "destroy"
+    if not may(cluster, event):
+        raise Conflict(CLUSTER.refusal(cluster.state, event))
     if (confirm or "").strip() != cluster.name:
         raise FieldErrors({"confirm": f"Type the cluster's name, {cluster.name}, to confirm."})
     hubs = live_hubs_on(cluster)
     if hubs:
         raise FieldErrors({"confirm": f"{len(hubs)} hub(s) still run on {cluster.name} ({', '.join(hubs[:5])}). "
                                       f"Delete them first."})
-    if cluster.provider is None or cluster.state == "registered":
-        cluster.state = "destroyed"  # registered elsewhere: forget it, there is nothing of ours to destroy
+    _request(cluster, event)
+    if registered:
         audit(user.email, "cluster.forget", cluster.name)
         op = None
     else:

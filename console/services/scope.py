@@ -23,6 +23,11 @@ def hubs(user: User) -> Select:
     return _limit(db.select(Hub).where(Hub.state != "deleted"), user, Hub.institution_id)
 
 
+def deleted_hubs(user: User) -> Select:
+    """Deleted hubs the user may see, so a link to one can say what happened to it (never another institution's)."""
+    return _limit(db.select(Hub).where(Hub.state == "deleted"), user, Hub.institution_id)
+
+
 def institutions(user: User) -> Select:
     return _limit(db.select(Institution), user, Institution.id)
 

@@ -1,12 +1,15 @@
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from infra.providers import PROVIDERS
+from werkzeug.exceptions import Conflict, NotFound
 
 from console import htmx
 from console.extensions import db
+from console.lifecycles import BUSY_CLUSTER_STATES, CLUSTER
 from console.models import Operation
 from console.security import require_operator
-from console.services import FieldErrors, scope
+from console.services import FieldErrors, history, scope
 from console.services import clusters as cluster_service
+from console.views.fleet import gone
 
 bp = Blueprint("clusters", __name__)
 
@@ -51,12 +54,20 @@ def new():
 
 @bp.get("/clusters/<name>")
 def detail(name):
-    cluster = scope.get_cluster(g.user, name)
+    try:
+        cluster = scope.get_cluster(g.user, name)
+    except NotFound:
+        destroyed = history.destroyed_cluster(g.user, name)
+        if destroyed is None:
+            raise
+        return gone(destroyed, url_for("clusters.index"), "Back to the clusters")
     ops = db.session.execute(db.select(Operation).where(Operation.cluster_id == cluster.id)
                              .order_by(Operation.id.desc()).limit(10)).unique().scalars().all()
-    busy = cluster.state in ("planning", "applying", "destroying")
+    busy = cluster.state in BUSY_CLUSTER_STATES
+    # What a person may ask for now, from the cluster's lifecycle: the page offers nothing it would refuse.
+    may = {event: cluster_service.may(cluster, event) for event in ("plan", "apply", "destroy", "destroyed")}
     return htmx.render("clusters/detail.html", "clusters/_status.html", refresh_page=not busy, cluster=cluster,
-                       operations=ops,
+                       operations=ops, busy=busy, may=may, hint=CLUSTER.states[cluster.state].hint,
                        current=ops[0] if ops else None, provider=PROVIDERS.get(cluster.provider),
                        hubs=cluster_service.live_hubs_on(cluster))
 
@@ -97,6 +108,9 @@ def destroy(name):
         op = cluster_service.destroy(g.user, cluster, request.form.get("confirm"))
     except FieldErrors as exc:
         return render_template("clusters/destroy.html", cluster=cluster, hubs=hubs, errors=exc.errors), 422
+    except Conflict as exc:
+        return render_template("clusters/destroy.html", cluster=cluster, hubs=hubs,
+                               errors={"confirm": exc.description}), 409
     return redirect(url_for("fleet.operation", operation_id=op.id) if op else url_for("clusters.index"))
 
 

@@ -1,9 +1,10 @@
-from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
 from tenants.auth import KINDS
+from werkzeug.exceptions import NotFound
 
-from console import htmx
+from console import htmx, status
 from console.extensions import db
-from console.services import FieldErrors, scope
+from console.services import FieldErrors, history, scope
 from console.services import config as config_service
 from console.services import monitoring
 from console.services import hubs as hub_service
@@ -12,11 +13,25 @@ from console.services import operations
 bp = Blueprint("fleet", __name__)
 
 
+@bp.app_template_global("hub_status")
+def hub_status(hub, op=None) -> status.Status:
+    """``status.hub_status`` for templates, with the supervisor's restart limit."""
+    return status.hub_status(hub, op, max_restarts=int(current_app.config["MAX_RESTARTS"]))
+
+
 @bp.get("/")
 def index():
     hubs = hub_service.list_hubs(g.user)
-    return htmx.render("fleet/index.html", "fleet/_hubs.html", hubs=hubs,
-                       charts=monitoring.series([hub.id for hub in hubs]))
+    ids = [hub.id for hub in hubs]
+    return htmx.render("fleet/index.html", "fleet/_hubs.html", hubs=hubs, charts=monitoring.series(ids),
+                       current_ops=operations.current_by_hub(ids))
+
+
+def gone(found: history.Gone, back_url: str, back_label: str):
+    """The page for a link to something that no longer exists: a 404 that says what happened to it.  A page polling
+    it (htmx) reloads whole, so it shows this instead of keeping the last fragment it had."""
+    return htmx.render("fleet/gone.html", "fleet/gone.html", status=404, refresh_page=True, gone=found,
+                       back_url=back_url, back_label=back_label)
 
 
 def _create_form(values: dict, errors: dict, status: int = 200):
@@ -41,12 +56,20 @@ def new_hub():
 
 @bp.get("/hubs/<slug>")
 def hub(slug):
-    found = scope.get_hub(g.user, slug)
+    try:
+        found = scope.get_hub(g.user, slug)
+    except NotFound:
+        deleted = history.deleted_hub(g.user, slug)
+        if deleted is None:
+            raise
+        return gone(deleted, url_for("fleet.index"), "Back to the fleet")
     ops = hub_service.recent_operations(found)
     auth_class = config_service.effective(found)[0]["auth"].get("authenticator_class")
-    return render_template("fleet/hub.html", hub=found, operations=ops, current=ops[0] if ops else None,
-                           chart=monitoring.series([found.id], buckets=48).get(found.id, {}),
-                           login_label=KINDS[auth_class].label if auth_class in KINDS else auth_class)
+    return htmx.render("fleet/hub.html", "fleet/_hub.html", hub=found, operations=ops,
+                       latest=ops[0] if ops else None,
+                       current_op=operations.current_by_hub([found.id]).get(found.id),
+                       chart=monitoring.series([found.id], buckets=48).get(found.id, {}),
+                       login_label=KINDS[auth_class].label if auth_class in KINDS else auth_class)
 
 
 @bp.post("/hubs/<slug>/restart")

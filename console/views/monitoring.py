@@ -3,6 +3,7 @@ from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client import gc_collector, platform_collector, process_collector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from console import htmx
 from console.extensions import db
 from console.models import Alert, Hub, WebhookTarget
 from console.security import require_operator
@@ -45,10 +46,11 @@ def alerts():
     targets = db.select(WebhookTarget).order_by(WebhookTarget.id)
     if not g.user.is_operator:
         targets = targets.where(WebhookTarget.institution_id == g.user.institution_id)
-    return render_template("monitoring/alerts.html", alerts=db.session.execute(query).unique().scalars().all(),
-                           targets=db.session.execute(targets).unique().scalars().all(),
-                           institutions=db.session.execute(scope.institutions(g.user)).scalars().all(),
-                           errors={}, values={})
+    return htmx.render("monitoring/alerts.html", "monitoring/_alerts.html",
+                       alerts=db.session.execute(query).unique().scalars().all(),
+                       targets=db.session.execute(targets).unique().scalars().all(),
+                       institutions=db.session.execute(scope.institutions(g.user)).scalars().all(),
+                       errors={}, values={})
 
 
 @bp.post("/alerts/webhooks")

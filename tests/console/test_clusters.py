@@ -23,7 +23,8 @@ def op_of(client, headers, op_id):
     return client.get(f"/api/v1/operations/{op_id}", headers=headers).get_json()
 
 
-def test_provision_review_apply_then_destroy(client, operator, tmp_path, run_worker, create_institution):
+def test_provision_review_apply_then_destroy(client, operator, tmp_path, run_worker, create_institution,
+                                            create_user, login):
     created = client.post("/api/v1/clusters", json={"provider": "local", "variables": local_vars(tmp_path)},
                           headers=operator)
     assert created.status_code == 202
@@ -36,6 +37,13 @@ def test_provision_review_apply_then_destroy(client, operator, tmp_path, run_wor
 
     applied = client.post("/api/v1/clusters/campus/apply", headers=operator)
     assert applied.status_code == 202
+    # Approved twice (a double click, a second tab): refused with the lifecycle's sentence, nothing queued twice.
+    again = client.post("/api/v1/clusters/campus/apply", headers=operator)
+    assert again.status_code == 409
+    assert again.get_json()["message"] == "An applying cluster cannot be applied: wait until the apply ends."
+    early = client.delete("/api/v1/clusters/campus?confirm=campus", headers=operator)
+    assert early.status_code == 409 and "cannot be destroyed: wait until the apply ends" in early.get_json()["message"]
+    assert db.session.query(Operation).filter_by(kind="cluster-apply").count() == 1
     run_worker()
     op = op_of(client, operator, applied.get_json()["operation"])
     assert op["state"] == "succeeded" and any("Apply complete!" in line for line in op["log"])
@@ -59,6 +67,12 @@ def test_provision_review_apply_then_destroy(client, operator, tmp_path, run_wor
     assert op_of(client, operator, destroyed.get_json()["operation"])["state"] == "succeeded"
     assert not (tmp_path / "campus").exists()
     assert client.get("/api/v1/clusters/campus", headers=operator).status_code == 404
+    # Its page says what happened to it.
+    login(client, create_user("operator"))
+    page = client.get("/clusters/campus")
+    finished = db.session.get(Operation, destroyed.get_json()["operation"]).finished_at
+    assert page.status_code == 404
+    assert f"campus was destroyed on {finished:%Y-%m-%d %H:%M} UTC by " in page.get_data(as_text=True)
 
 
 def test_failing_apply_fails_the_operation_and_the_cluster_is_not_ready(client, operator, tmp_path, run_worker):
