@@ -132,8 +132,10 @@ class Hub(db.Model):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     deleted_at: Mapped[datetime | None]
 
-    institution: Mapped[Institution] = relationship(lazy="joined", innerjoin=True)
-    cluster: Mapped[Cluster] = relationship(lazy="joined", innerjoin=True)
+    # "unnested": loaded behind an outer join (an operation's hub), these chain as outer joins instead of a nested
+    # inner join, which SQLite answers by materialising every hub for each row.
+    institution: Mapped[Institution] = relationship(lazy="joined", innerjoin="unnested")
+    cluster: Mapped[Cluster] = relationship(lazy="joined", innerjoin="unnested")
     release: Mapped[Release | None] = relationship(foreign_keys=[release_id], lazy="joined")
 
     __table_args__ = (

@@ -35,6 +35,8 @@ from console.services import monitoring, operations, releases
 logger = logging.getLogger(__name__)
 SYSTEM_ACTOR = "hubfleet-worker"
 READY_POLL_SECONDS = 0.5  # how soon to look again at a starting hub whose backend gives no hint
+ROLLOUT_KINDS = frozenset({"upgrade", "reconfigure", "rollback", "synthetic-check"})  # operations rollouts wait for
+ROLLOUT_NUDGE_SECONDS = 0.1  # when one of those ends, drive rollouts this soon (not sooner: a step reads them all)
 BUILD_POLL_SECONDS = 2.0  # how often a release's preparation looks at its environment's build
 BUILD_TIMEOUT = 30 * 60  # a build of one JupyterHub environment that takes longer is given up
 SMOKE_SLUG = "smoke-test"
@@ -114,18 +116,22 @@ class Worker:
             self.resync()
             next_advance = 0.0
             while not stop.is_set():
-                worked = False
+                op = advanced = None
                 try:
-                    worked = self.run_once()
+                    op = self.run_once()
+                    if op is not None and op.terminal and op.kind in ROLLOUT_KINDS:
+                        # a rollout's hub is done: its next hub need not wait a whole step interval
+                        next_advance = min(next_advance, time.monotonic() + ROLLOUT_NUDGE_SECONDS)
                     if time.monotonic() >= next_advance:
                         releases.advance()
+                        advanced = True
                         next_advance = time.monotonic() + self.advance_every
                 except Exception:  # the loop must outlive a bad pass (a database restart, say)
                     logger.exception("worker pass failed")
                     db.session.rollback()
                 finally:
                     db.session.remove()
-                if not worked:
+                if op is None and not advanced:  # nothing to do now: nap until something is due
                     stop.wait(min(operations.next_due_in(self.poll), max(0.0, next_advance - time.monotonic()))
                               or 0.01)
                     db.session.remove()
@@ -133,34 +139,36 @@ class Worker:
 
     def run_once(self) -> Operation | None:
         """Claim one operation and work one step of it; returns it (finished or requeued), or None if none was due."""
-        # Read everything afresh once per step, then keep what this step wrote: a step commits several times (so
-        # pages follow it) and reloading the operation and its hub after each commit was most of a step's cost.
+        # Read everything afresh once per step, then keep what the step writes: a step commits several times (so pages
+        # follow it), and reloading the operation and its hub after each commit was a third of a step's cost.  So a
+        # handler that changes a foreign key sets the relationship (hub.release = ...), never the bare column.
         db.session.expire_all()
         db.session().expire_on_commit = False
-        op = operations.claim_next(self.owner, self.lease)
-        if op is None:
-            return None
-        self.execute(op)
+        try:
+            op = operations.claim_next(self.owner, self.lease)
+            if op is not None:
+                self.execute(op)
+        finally:
+            db.session().expire_on_commit = True
         return op
 
     def execute(self, op: Operation) -> None:
         """One step of ``op``: finish it with its outcome, or requeue it when the handler asks to wait."""
-        heartbeat = _Heartbeat(self.app, op.id, self.owner, self.lease)
+        if op.attempts > self.max_attempts:
+            operations.append_log(op, f"giving up after {op.attempts - 1} attempts whose workers stopped mid-way")
+            self._fail(op, "too many attempts")
+            return
+        step = _leases.hold(self.app, op.id, self.owner, self.lease)
 
         def log(line: str) -> None:
-            if heartbeat.lost:
+            if step.lost:
                 raise LeaseLost()
             operations.append_log(op, line)
 
-        if op.attempts > self.max_attempts:
-            log(f"giving up after {op.attempts - 1} attempts whose workers stopped mid-way")
-            self._fail(op, "too many attempts")
-            return
         if not op.step and op.data.get("started_by") != op.attempts:
             op.data = {**op.data, "started_by": op.attempts}  # committed with the handler's first write
             operations.append_log(op, f"{op.kind} of {op.target} started by {self.owner} (attempt {op.attempts})",
                                   commit=False)
-        heartbeat.start()
         try:
             result = HANDLERS[op.kind](self, op, log)
         except Outcome as exc:
@@ -187,6 +195,10 @@ class Worker:
             log(f"failed: internal error ({exc.__class__.__name__}); see the worker's log")
             self._fail(op, f"internal error: {exc.__class__.__name__}")
         else:
+            if step.lost:
+                db.session.rollback()
+                logger.warning("operation %s was taken over by another worker", op.id)
+                return
             if isinstance(result, Requeue):
                 if result.note and result.note != op.note:
                     operations.append_log(op, result.note, commit=False)
@@ -195,7 +207,7 @@ class Worker:
             operations.append_log(op, "done", commit=False)
             operations.finish(op)
         finally:
-            heartbeat.stop()
+            _leases.release(step)
         logger.info("operation %s (%s of %s) %s", op.id, op.kind, op.target, op.outcome)
 
     def _fail(self, op: Operation, error: str, mark_hub: bool = True) -> None:
@@ -203,6 +215,8 @@ class Worker:
             cluster_service.transition(op.cluster, "fail")
         elif mark_hub and op.hub is not None and lifecycle.HUB.allows(op.hub.state, "fail"):
             hub_service.transition(op.hub, "fail")  # a hub already deleted stays deleted
+        elif op.kind == "release-prepare" and op.release.state == "preparing":
+            releases.mark_prepared(op.release, error)  # however its preparation ended, the release says why
         operations.fail(op, error)
 
     # -- clusters (Terraform) -------------------------------------------------------------------------------------
@@ -326,7 +340,7 @@ class Worker:
             backup = backend.backup(hub.backend_state or {}, f"before-{target.name}-op{op.id}", log) \
                 if hub.backend_state else None
             op.data = {**op.data, "backup": backup}
-            hub.release_id = target.id
+            hub.release = target  # the relationship, not the column: this session does not expire on commit
             db.session.commit()
             log(f"upgrading {hub.slug} to {target.name} (JupyterHub {target.jupyterhub_version})")
         return self.with_rollback(op, log, "upgrade", f"upgrade to {target.name}",
@@ -339,7 +353,7 @@ class Worker:
         log(f"rolling back {hub.slug} to {name}")
         if op.data.get("backup"):
             hub_service.backend_for(hub.cluster).restore(hub.backend_state or {}, op.data["backup"], log)
-        hub.release_id = hub.previous_release_id
+        hub.release = previous
         return name
 
     def roll_back(self, op: Operation, log) -> Requeue | None:
@@ -360,8 +374,9 @@ class Worker:
         With ``op.data["rollout"]`` (a config rollout takes the hub there): first the rendered config is preflighted
         with the hub's own JupyterHub (``clusters.preflight``); a refusal ends the operation failed (``Refused``) with
         the reason and the hub untouched, which halts the rollout.  Then the hub's spec points at the rollout's config
-        and the hub is brought up on it; if it does not come up, the previous pointer is put back and the hub brought
-        up on it (rolled back).  Without a rollout (older callers): deploy the hub's current spec.
+        and the hub is brought up on it; if it does not come up, the previous pointer and the hub's database (backed
+        up just before) are put back and the hub brought up on them (rolled back).  Without a rollout (older
+        callers): deploy the hub's current spec.
         """
         rollout_id = (op.data or {}).get("rollout")
         if rollout_id is None:
@@ -385,8 +400,12 @@ class Worker:
                 raise Refused(f"preflight: JupyterHub {version} refuses the new configuration: {result.reason}; "
                               f"the hub was not touched")
             log(f"preflight with JupyterHub {version}: the new configuration loads ({result.seconds:.1f}s)")
+            # JupyterHub writes configured users into its database as it starts, even when it then fails: the way
+            # back restores the database too, so a failed change leaves nothing behind.
+            backup = hub_service.backend_for(hub.cluster).backup(
+                hub.backend_state, f"before-config-rollout-{rollout.id}-op{op.id}", log) if hub.backend_state else None
             previous = (hub.spec or {}).get("config_rollout")
-            op.data = {**op.data, "previous_config": previous}
+            op.data = {**op.data, "previous_config": previous, "backup": backup}
             hub.spec = {**(hub.spec or {}), "config_rollout": rollout.id}
             db.session.commit()
         return self.with_rollback(op, log, "reconfigure", "the new configuration",
@@ -395,6 +414,8 @@ class Worker:
     @staticmethod
     def _restore_config_pointer(op: Operation, log) -> str:
         hub = op.hub
+        if op.data.get("backup"):
+            hub_service.backend_for(hub.cluster).restore(hub.backend_state or {}, op.data["backup"], log)
         previous = op.data.get("previous_config")
         spec = {k: v for k, v in (hub.spec or {}).items() if k != "config_rollout"}
         if previous:
@@ -432,7 +453,8 @@ class Worker:
     def prepare_release(self, op: Operation, log) -> Requeue | None:
         """Prepare a release for the fleet's local cluster: build its JupyterHub environment once (in a detached
         process; the operation requeues meanwhile), start a throw-away hub of it, require /hub/health, remove the
-        hub, and mark the release ready.  Any failure marks the release failed with a short reason.
+        hub, and mark the release ready.  However the operation fails, :meth:`_fail` marks the release failed with
+        the operation's short reason.
 
         Where it is lives in ``op.step`` ("" / "smoke" / "smoke-wait") and ``op.data``, so a re-claimed operation
         carries on; the environment's file lock keeps two workers from building one version twice.
@@ -449,11 +471,9 @@ class Worker:
             waiting = waiting or self._smoke_test(op, release, log)
         except LeaseLost:
             raise
-        except Exception as exc:
+        except Exception:  # the release is marked failed with the operation (see _fail); the hub must go first
             db.session.rollback()
             self._remove_smoke_hub(op, log)
-            known = isinstance(exc, (Outcome, *EXPECTED_FAILURES))
-            releases.mark_prepared(release, str(exc) if known else f"internal error: {exc.__class__.__name__}")
             raise
         if waiting:
             return waiting
@@ -569,32 +589,60 @@ HANDLERS = {
 }
 
 
-class _Heartbeat:
-    """Renews an operation's lease in the background while its handler blocks in a backend call."""
+class _Step:
+    """One operation step in progress, whose lease the keeper renews; ``lost`` once another worker took it over."""
 
     def __init__(self, app, operation_id: int, owner: str, lease: float):
         self.app, self.operation_id, self.owner, self.lease = app, operation_id, owner, lease
+        self.renewed = time.monotonic()
         self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{operation_id}", daemon=True)
 
-    def start(self) -> None:
-        self._thread.start()
 
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
+class _LeaseKeeper:
+    """Renews, from one background thread per process, the lease of every step still running after a third of its
+    lease (a handler blocked in a backend call, a Terraform run).  Most steps end long before, so they cost a dict
+    entry, not a thread."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._steps: dict[int, _Step] = {}
+        self._thread: threading.Thread | None = None
+
+    def hold(self, app, operation_id: int, owner: str, lease: float) -> _Step:
+        step = _Step(app, operation_id, owner, lease)
+        with self._lock:
+            self._steps[id(step)] = step
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="hubfleet-leases", daemon=True)
+                self._thread.start()
+        return step
+
+    def release(self, step: _Step) -> None:
+        with self._lock:
+            self._steps.pop(id(step), None)
 
     def _run(self) -> None:
-        with self.app.app_context():
-            try:
-                while not self._stop.wait(self.lease / 3):
-                    if not operations.renew_lease(self.operation_id, self.owner, self.lease):
-                        logger.warning("lost the lease of operation %s", self.operation_id)
-                        self.lost = True
-                        return
-            finally:
-                db.session.remove()
+        while True:
+            with self._lock:
+                steps = list(self._steps.values())
+            time.sleep(min([step.lease / 6 for step in steps] + [0.5]))
+            for step in steps:
+                if step.lost or time.monotonic() - step.renewed < step.lease / 3:
+                    continue
+                with step.app.app_context():
+                    try:
+                        if operations.renew_lease(step.operation_id, step.owner, step.lease):
+                            step.renewed = time.monotonic()
+                        elif id(step) in self._steps:
+                            logger.warning("lost the lease of operation %s", step.operation_id)
+                            step.lost = True
+                    except Exception:  # a database hiccup: try again on the next round
+                        logger.exception("renewing the lease of operation %s failed", step.operation_id)
+                    finally:
+                        db.session.remove()
+
+
+_leases = _LeaseKeeper()
 
 
 class Background:

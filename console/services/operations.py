@@ -7,9 +7,10 @@ one release) still run one at a time, in the order they were queued.
 """
 from __future__ import annotations
 
+import functools
 from datetime import timedelta
 
-from sqlalchemy import and_, exists, or_, update
+from sqlalchemy import and_, bindparam, exists, or_, update
 from sqlalchemy.orm import aliased, lazyload
 
 from console.extensions import db
@@ -54,6 +55,31 @@ def current_by_hub(hub_ids: list[int]) -> dict[int, Operation]:
     return found
 
 
+@functools.cache
+def _claimable():
+    """The id of the oldest operation a worker may claim at ``:now``, locked (built once: building it cost more than
+    running it)."""
+    now = bindparam("now")
+    earlier = aliased(Operation)
+
+    def earlier_pending(column):
+        # one EXISTS per kind of target, so each can use that column's index
+        return and_(getattr(Operation, column).is_not(None), exists().where(
+            getattr(earlier, column) == getattr(Operation, column), earlier.id < Operation.id,
+            earlier.state.in_(OPERATION_PENDING)))
+
+    blocked = or_(earlier_pending("hub_id"), earlier_pending("cluster_id"), earlier_pending("release_id"))
+    # Only the id; the operation with its hub is loaded by key after.  Selecting the row itself would join in every
+    # hub (an operation's relationships load eagerly) before filtering.
+    return (db.select(Operation.id)
+            .where(or_(Operation.state == QUEUED,
+                       and_(Operation.state == WAITING, Operation.run_after <= now),
+                       and_(Operation.state == RUNNING, Operation.lease_expires < now)))
+            .where(~blocked)
+            .order_by(Operation.id).limit(1)
+            .with_for_update(skip_locked=True))
+
+
 def claim_next(owner: str, lease_seconds: float) -> Operation | None:
     """Claim the oldest runnable operation: queued, waiting and due, or running under an expired lease (its worker
     died).
@@ -64,22 +90,11 @@ def claim_next(owner: str, lease_seconds: float) -> Operation | None:
     operation or None.
     """
     now = utcnow()
-    earlier = aliased(Operation)
-    same_target = or_(and_(Operation.hub_id.is_not(None), earlier.hub_id == Operation.hub_id),
-                      and_(Operation.cluster_id.is_not(None), earlier.cluster_id == Operation.cluster_id),
-                      and_(Operation.release_id.is_not(None), earlier.release_id == Operation.release_id))
-    blocked = exists().where(and_(same_target, earlier.id < Operation.id, earlier.state.in_(OPERATION_PENDING)))
-    query = (db.select(Operation)
-             .where(or_(Operation.state == QUEUED,
-                        and_(Operation.state == WAITING, Operation.run_after <= now),
-                        and_(Operation.state == RUNNING, Operation.lease_expires < now)))
-             .where(~blocked)
-             .order_by(Operation.id).limit(1)
-             .with_for_update(skip_locked=True, of=Operation))
-    op = db.session.execute(query).unique().scalar_one_or_none()
-    if op is None:
+    op_id = db.session.execute(_claimable(), {"now": now}).scalar_one_or_none()
+    if op_id is None:
         db.session.rollback()
         return None
+    op = db.session.get(Operation, op_id, populate_existing=True)
     if op.state != WAITING:
         op.attempts += 1
     op.state = RUNNING

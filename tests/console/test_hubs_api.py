@@ -1,4 +1,6 @@
 """The hub API over the fake backend: create, list, get, delete, validation, OpenAPI."""
+import time
+
 import pytest
 
 from console.extensions import db
@@ -36,6 +38,33 @@ def test_create_runs_to_running_and_lists(client, operator_headers, fleet, run_w
         ("north-lab", "north", "fast", "running", "healthy")]
     assert hubs[0]["url"] == "http://north-lab.fake.invalid/"
     assert hubs[0]["jupyterhub_version"] == "fake"
+
+
+def test_an_operation_waiting_for_its_hub_says_so_then_ends_with_its_outcome(app, client, operator_headers, fleet,
+                                                                           create_cluster):
+    from console.worker import Worker
+
+    create_cluster("delayed", backend="fake-delayed", delay=0.5)
+    op_id = create(client, operator_headers, slug="north-lab", institution="north", cluster="delayed").get_json()[
+        "operation"]
+    with app.app_context():
+        Worker(app, owner="one-step").run_once()  # deploys, then gives the worker back
+        db.session.remove()
+    op = client.get(f"/api/v1/operations/{op_id}", headers=operator_headers).get_json()
+    assert (op["state"], op["outcome"]) == ("waiting", None)
+    assert op["note"] == "waiting for the hub to answer /hub/health" and op["run_after"]
+    assert client.get("/api/v1/hubs/north-lab", headers=operator_headers).get_json()["state"] == "provisioning"
+    with app.app_context():
+        Worker(app, owner="one-step").run_once()  # not due yet: nothing claimed, nothing changed
+        db.session.remove()
+    assert client.get(f"/api/v1/operations/{op_id}", headers=operator_headers).get_json()["state"] == "waiting"
+    time.sleep(0.6)
+    with app.app_context():
+        Worker(app, owner="another").run_once()
+        db.session.remove()
+    op = client.get(f"/api/v1/operations/{op_id}", headers=operator_headers).get_json()
+    assert (op["state"], op["outcome"], op["note"], op["attempts"]) == ("succeeded", "succeeded", "", 1)
+    assert client.get("/api/v1/hubs/north-lab", headers=operator_headers).get_json()["state"] == "running"
 
 
 def test_delete_returns_operation_and_hub_disappears(client, operator_headers, fleet, run_worker):
