@@ -98,9 +98,12 @@ EXPECTED_FAILURES = (BackendError, TerraformError, WorkspaceBusy, EnvironmentSet
 class Worker:
     """Claims operations and works on each one step at a time; one worker drives many operations at once."""
 
-    def __init__(self, app, owner: str | None = None):
+    def __init__(self, app, owner: str | None = None, lane: str | None = None):
+        """``lane``: "hubs" or "clusters" to work on those operations only (``operations.claim_next``); None: all."""
         self.app = app
-        self.owner = owner or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self.lane = lane
+        self.owner = owner or ":".join([socket.gethostname(), str(os.getpid()), uuid.uuid4().hex[:8],
+                                         *([lane] if lane else [])])
         self.lease = float(app.config["LEASE_SECONDS"])
         self.poll = float(app.config["WORKER_POLL_SECONDS"])
         self.max_attempts = int(app.config["MAX_ATTEMPTS"])
@@ -112,9 +115,11 @@ class Worker:
     def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set: re-adopt hubs, then execute operation steps and drive rollouts."""
         logger.info("worker %s starting", self.owner)
+        drives_hubs = self.lane != "clusters"
         with self.app.app_context():
-            self.resync()
-            next_advance = 0.0
+            if drives_hubs:
+                self.resync()
+            next_advance = 0.0 if drives_hubs else float("inf")
             while not stop.is_set():
                 op = advanced = None
                 try:
@@ -145,7 +150,7 @@ class Worker:
         db.session.expire_all()
         db.session().expire_on_commit = False
         try:
-            op = operations.claim_next(self.owner, self.lease)
+            op = operations.claim_next(self.owner, self.lease, self.lane)
             if op is not None:
                 self.execute(op)
         finally:
@@ -646,16 +651,20 @@ _leases = _LeaseKeeper()
 
 
 class Background:
-    """The worker and the monitor running as daemon threads of this process; ``join`` waits for both."""
+    """The worker and the monitor running as daemon threads of this process; ``join`` waits for them.
+
+    The worker has two lanes: Terraform runs (cluster operations) hold their thread for minutes, so they get their
+    own, and hubs never wait behind a cluster being provisioned.
+    """
 
     def __init__(self, app):
         from console.monitor import Monitor
 
         self.stop = threading.Event()
-        self.threads = [threading.Thread(target=Worker(app).run, args=(self.stop,), name="hubfleet-worker",
-                                         daemon=True),
-                        threading.Thread(target=Monitor(app).run, args=(self.stop,), name="hubfleet-monitor",
-                                         daemon=True)]
+        runs = {"hubfleet-worker": Worker(app, lane="hubs").run, "hubfleet-clusters": Worker(app, lane="clusters").run,
+                "hubfleet-monitor": Monitor(app).run}
+        self.threads = [threading.Thread(target=run, args=(self.stop,), name=name, daemon=True)
+                        for name, run in runs.items()]
         for thread in self.threads:
             thread.start()
 

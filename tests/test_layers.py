@@ -37,7 +37,30 @@ def test_lower_layers_do_not_import_upper_ones(package):
     assert offenders == []
 
 
-def test_only_one_writer_of_hub_state():
-    writers = [p.relative_to(ROOT).as_posix() for p in (ROOT / "console").rglob("*.py")
-               if ".state = " in p.read_text() and "hub.state = " in p.read_text()]
-    assert writers == ["console/services/hubs.py"]
+OBSERVED = {"health", "health_since", "status_message", "observed_at", "jupyterhub_version", "user_count",
+            "running_servers", "active_users", "probe_seconds"}
+
+
+def _attribute_writes(path: Path):
+    """(attribute, the expression it is set on) for every assignment to an attribute in ``path``."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AugAssign, ast.AnnAssign)) else []
+        for target in targets:
+            for part in (target.elts if isinstance(target, ast.Tuple) else [target]):
+                if isinstance(part, ast.Attribute):
+                    yield part.attr, ast.unparse(part.value)
+
+
+def test_only_one_writer_of_hub_state_and_of_what_is_observed():
+    """``Hub.state`` is written by ``transition()`` only and the observed columns by ``observe_hub()`` only, both in
+    console/services/hubs.py; anything else goes through them."""
+    state_writers, observed_writers = set(), set()
+    for path in (ROOT / "console").rglob("*.py"):
+        for attribute, owner in _attribute_writes(path):
+            if attribute == "state" and "hub" in owner.lower():
+                state_writers.add(path.relative_to(ROOT).as_posix())
+            if attribute in OBSERVED:
+                observed_writers.add(path.relative_to(ROOT).as_posix())
+    assert state_writers == {"console/services/hubs.py"}
+    assert observed_writers == {"console/services/hubs.py"}

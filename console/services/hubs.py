@@ -42,6 +42,13 @@ def observe_hub(hub: Hub, health: str, reason: str, result, now) -> None:
         hub.active_users = result.active_users.get("24h", hub.active_users)
 
 
+def mark_failed(hub: Hub, reason: str) -> None:
+    """The hub has failed for ``reason`` (its status says so until it is observed again); the caller commits."""
+    if hub.state != lifecycle.FAILED and lifecycle.HUB.allows(hub.state, "fail"):
+        transition(hub, "fail")
+    hub.status_message = reason
+
+
 def list_hubs(user: User, institution: Institution | None = None) -> list[Hub]:
     """The live hubs ``user`` may see (of one institution if given), institution and cluster loaded in one query."""
     query = scope.hubs(user).join(Hub.institution).order_by(Institution.slug, Hub.slug)

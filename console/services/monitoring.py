@@ -167,9 +167,7 @@ def supervise(hub: Hub, why: Callable[[], str], now: datetime) -> Operation | No
     if hub.restart_count >= limit:
         # Whether it died while serving or while starting (then its restart failed it already), say so once.
         if not (hub.status_message or "").startswith(CRASH_LOOP):
-            if lifecycle.HUB.allows(hub.state, "fail") and hub.state != lifecycle.FAILED:
-                hub_service.transition(hub, "fail")
-            hub.status_message = f"{CRASH_LOOP}: restarted {hub.restart_count} times, down again; {why()}"
+            hub_service.mark_failed(hub, f"{CRASH_LOOP}: restarted {hub.restart_count} times, down again; {why()}")
             audit(SUPERVISOR, "hub.crashloop", hub.slug, hub.institution_id, restarts=hub.restart_count)
         return None
     if hub.restarted_at and (now - hub.restarted_at).total_seconds() < restart_delay(hub.restart_count):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import functools
 from datetime import timedelta
 
-from sqlalchemy import and_, bindparam, exists, or_, update
+from sqlalchemy import and_, bindparam, exists, or_, true, update
 from sqlalchemy.orm import aliased, lazyload
 
 from console.extensions import db
@@ -55,10 +55,13 @@ def current_by_hub(hub_ids: list[int]) -> dict[int, Operation]:
     return found
 
 
+LANES = ("hubs", "clusters")  # see claim_next
+
+
 @functools.cache
-def _claimable():
-    """The id of the oldest operation a worker may claim at ``:now``, locked (built once: building it cost more than
-    running it)."""
+def _claimable(lane: str | None):
+    """The id of the oldest operation a worker of ``lane`` may claim at ``:now``, locked (built once per lane:
+    building it cost more than running it)."""
     now = bindparam("now")
     earlier = aliased(Operation)
 
@@ -71,7 +74,9 @@ def _claimable():
     blocked = or_(earlier_pending("hub_id"), earlier_pending("cluster_id"), earlier_pending("release_id"))
     # Only the id; the operation with its hub is loaded by key after.  Selecting the row itself would join in every
     # hub (an operation's relationships load eagerly) before filtering.
+    in_lane = {None: true(), "clusters": Operation.cluster_id.is_not(None), "hubs": Operation.cluster_id.is_(None)}
     return (db.select(Operation.id)
+            .where(in_lane[lane])
             .where(or_(Operation.state == QUEUED,
                        and_(Operation.state == WAITING, Operation.run_after <= now),
                        and_(Operation.state == RUNNING, Operation.lease_expires < now)))
@@ -80,17 +85,18 @@ def _claimable():
             .with_for_update(skip_locked=True))
 
 
-def claim_next(owner: str, lease_seconds: float) -> Operation | None:
+def claim_next(owner: str, lease_seconds: float, lane: str | None = None) -> Operation | None:
     """Claim the oldest runnable operation: queued, waiting and due, or running under an expired lease (its worker
     died).
 
     An operation waits while an earlier one of the same hub (cluster, release) is not finished.  On PostgreSQL the row
     is locked with SKIP LOCKED so several workers never claim the same one; SQLite runs one worker.  ``attempts``
-    counts claims of a queued or abandoned operation, not the returns of a waiting one.  Commits; returns the claimed
-    operation or None.
+    counts claims of a queued or abandoned operation, not the returns of a waiting one.  ``lane`` "clusters" claims
+    only cluster operations (Terraform runs, which hold their worker for minutes), "hubs" everything else, None
+    both.  Commits; returns the claimed operation or None.
     """
     now = utcnow()
-    op_id = db.session.execute(_claimable(), {"now": now}).scalar_one_or_none()
+    op_id = db.session.execute(_claimable(lane), {"now": now}).scalar_one_or_none()
     if op_id is None:
         db.session.rollback()
         return None

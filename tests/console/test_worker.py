@@ -189,3 +189,19 @@ def test_one_worker_drives_200_slow_hubs_at_once(app, config, create_cluster, ma
     assert {(op.state, op.outcome, op.attempts) for op in ops} == {("succeeded", "succeeded", 1)}
     # Each hub was asked at most a few times: the backend's hint said when it would be ready.
     assert max(len(op.lines) for op in ops) <= 6
+
+
+def test_cluster_operations_have_their_own_lane(create_cluster, make_hub, create_user):
+    """A Terraform run holds its worker for minutes: hub operations are claimed by another lane meanwhile."""
+    from console.models import Cluster
+
+    cluster = create_cluster(backend="fake")
+    provisioned = Cluster(name="campus", backend="local", provider="local", state="planning", variables={})
+    db.session.add(provisioned)
+    plan = operations.enqueue(None, "cluster-plan", "ops@example.org", cluster=provisioned)
+    db.session.commit()
+    _, create, _ = make_hub(cluster)  # queued after the plan
+    assert operations.claim_next("hub-lane", 30, lane="hubs").id == create.id
+    assert operations.claim_next("hub-lane", 30, lane="hubs") is None
+    assert operations.claim_next("cluster-lane", 30, lane="clusters").id == plan.id
+    assert operations.claim_next("cluster-lane", 30, lane="clusters") is None
