@@ -18,6 +18,7 @@ import fcntl
 import itertools
 import json
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -44,7 +45,9 @@ CHECK_SCOPES = ["admin:users", "admin:servers", "read:users", "read:servers"]
 PROBE_TIMEOUT = 2.0
 # Setting names whose values are secrets: never copied out of the hub's directory.
 SECRET_KEYS = frozenset({"client_secret", "user_password", "api_token", "admin_password"})
-PORTS_PER_HUB = 3  # public proxy port, proxy API port, hub's internal port
+PORTS_PER_HUB = 3
+# The last line of a Python traceback ("ValueError: Found undefined service ...") in a hub's log.
+ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b[\w.]*: \S")  # public proxy port, proxy API port, hub's internal port
 # Seconds a hub's processes get to exit after SIGTERM before what is left is killed; a hub takes well under 2 s.
 STOP_GRACE = 10.0
 
@@ -411,14 +414,22 @@ class LocalBackend:
         return hub_dir is not None and self._main_process(hub_dir, state.get("pid")) is not None
 
     def _log_tail(self, hub_dir: Path | None, lines: int = 6) -> str:
-        """The end of the hub's log, with every secret of its settings blanked out (it goes into operation logs)."""
+        """The error JupyterHub stopped with (when its log ends with a traceback) and the end of its log, every
+        secret of its settings blanked out (it goes into operation logs and hub pages).  Reads the last 64 KiB only:
+        a hub that ran for months has a long log."""
         try:
-            tail = (hub_dir / "hub.log").read_text(errors="replace").splitlines()[-lines:]
+            with open(hub_dir / "hub.log", "rb") as log:
+                log.seek(max(0, log.seek(0, os.SEEK_END) - 65536))
+                recent = log.read().decode(errors="replace").splitlines()
         except (OSError, TypeError):
             return ""
+        error = next((line.strip() for line in reversed(recent[-40:]) if ERROR_LINE.match(line)), "")
+        tail = recent[-lines:]
         for secret in self._secrets(hub_dir):
             tail = [line.replace(secret, "********") for line in tail]
-        return "; last lines of its log:\n" + "\n".join(tail) if tail else ""
+            error = error.replace(secret, "********")
+        tail = [line[:300] for line in tail]  # cut after blanking, so no part of a secret shows; a line may be long
+        return (f": {error[:300]}" if error else "") + ("; last lines of its log:\n" + "\n".join(tail) if tail else "")
 
     @staticmethod
     def _secrets(hub_dir: Path) -> set[str]:

@@ -632,19 +632,26 @@ class _LeaseKeeper:
                 steps = list(self._steps.values())
             time.sleep(min([step.lease / 6 for step in steps] + [0.5]))
             for step in steps:
-                if step.lost or time.monotonic() - step.renewed < step.lease / 3:
-                    continue
-                with step.app.app_context():
-                    try:
-                        if operations.renew_lease(step.operation_id, step.owner, step.lease):
-                            step.renewed = time.monotonic()
-                        elif id(step) in self._steps:
-                            logger.warning("lost the lease of operation %s", step.operation_id)
-                            step.lost = True
-                    except Exception:  # a database hiccup: try again on the next round
-                        logger.exception("renewing the lease of operation %s failed", step.operation_id)
-                    finally:
-                        db.session.remove()
+                # Under the lock: once release() has returned, the step's app (a test's, say, about to be torn down)
+                # is never touched again.  A renewal takes a millisecond; release() waits at most that long.
+                with self._lock:
+                    if id(step) in self._steps and not step.lost and \
+                            time.monotonic() - step.renewed >= step.lease / 3:
+                        self._renew(step)
+
+    @staticmethod
+    def _renew(step: _Step) -> None:
+        with step.app.app_context():
+            try:
+                if operations.renew_lease(step.operation_id, step.owner, step.lease):
+                    step.renewed = time.monotonic()
+                else:
+                    logger.warning("lost the lease of operation %s", step.operation_id)
+                    step.lost = True
+            except Exception:  # a database hiccup: try again on the next round
+                logger.exception("renewing the lease of operation %s failed", step.operation_id)
+            finally:
+                db.session.remove()
 
 
 _leases = _LeaseKeeper()

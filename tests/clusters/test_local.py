@@ -153,3 +153,20 @@ def test_alive_checks_the_recorded_pid_and_falls_back_to_the_marker(backend, tmp
     assert backend.alive({**state, "pid": os.getpid()}) is True
     assert backend.alive({**state, "dir": str(tmp_path / "hubs" / "elsewhere")}) is False
     assert backend.alive({}) is False
+
+
+def test_a_hub_that_died_says_with_which_error_and_never_shows_its_secrets(backend):
+    """The status of a stopped hub names the error its log ends with, then the end of the log, secrets blanked."""
+    hub_dir = backend.hub_dir("north-lab")
+    hub_dir.mkdir(parents=True)
+    (hub_dir / "settings.json").write_text('{"GenericOAuthenticator": {"client_secret": "s3cr3t-value"}}')
+    (hub_dir / "hub.log").write_text("x" * 100_000 + "\n" + "\n".join([
+        "[I app] starting with s3cr3t-value", "Traceback (most recent call last):",
+        '  File "app.py", line 1, in init_role_assignment', "    raise ValueError(",
+        "ValueError: Found undefined service idle-culler in role idle-culler (s3cr3t-value)"]) + "\n")
+    status = backend.status({"dir": str(hub_dir), "url": "http://127.0.0.1:1/"})
+    assert not status.running and not status.ready
+    assert status.message.startswith("JupyterHub is not running: ValueError: Found undefined service idle-culler")
+    assert "last lines of its log:\n" in status.message and "raise ValueError(" in status.message
+    assert "s3cr3t-value" not in status.message and "********" in status.message
+    assert "x" * 301 not in status.message
