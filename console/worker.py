@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from clusters import environments, lifecycle
-from clusters.base import BackendError, HubSpec, get_backend
+from clusters.base import BackendError, HubSpec, HubStatus, get_backend
 from clusters.environments import EnvironmentSetupError, installed_jupyterhub, python_for
 from clusters.preflight import preflight
 from clusters.synthetic import CHECK_USER, run_check
@@ -288,20 +288,27 @@ class Worker:
             op.step = "wait-ready"
             op.data = {**op.data, "deadline": time.time() + self.start_timeout}
             db.session.commit()
-        status = backend.status(hub.backend_state or {})
+        status = self.await_health(op, backend, hub.backend_state or {}, "the hub")
+        if isinstance(status, Requeue):
+            return status
+        op.step = ""
+        monitoring.record_status(hub, status)
+        hub_service.transition(hub, "ready")
+        db.session.commit()
+        log(f"hub is healthy at {status.url} (JupyterHub {status.version})")
+        return None
+
+    def await_health(self, op: Operation, backend, backend_state: dict, name: str) -> HubStatus | Requeue:
+        """Look once at a starting hub: its status once it answers /hub/health, a Requeue while it starts (as soon
+        as the backend hints it may answer); OperationFailed when it stopped, or ``op.data["deadline"]`` passed."""
+        status = backend.status(backend_state)
         if status.ready:
-            op.step = ""
-            monitoring.record_status(hub, status)
-            hub_service.transition(hub, "ready")
-            db.session.commit()
-            log(f"hub is healthy at {status.url} (JupyterHub {status.version})")
-            return None
+            return status
         if not status.running:
-            raise OperationFailed(f"the hub stopped while starting: {status.message}")
+            raise OperationFailed(f"{name} stopped while starting: {status.message}")
         if time.time() > op.data["deadline"]:
-            raise OperationFailed(f"the hub did not become healthy within {self.start_timeout:g}s "
-                                  f"({status.message})")
-        return Requeue(min(5.0, status.retry_after or READY_POLL_SECONDS), "waiting for the hub to answer /hub/health")
+            raise OperationFailed(f"{name} did not become healthy within {self.start_timeout:g}s ({status.message})")
+        return Requeue(min(5.0, status.retry_after or READY_POLL_SECONDS), f"waiting for {name} to answer /hub/health")
 
     def with_rollback(self, op: Operation, log, event: str, what: str, undo) -> Requeue | None:
         """Bring the hub up after a change; if it fails, ``undo()`` puts the previous desired state back (and returns
@@ -535,20 +542,18 @@ class Worker:
             op.step = "smoke-wait"
             op.data = {**op.data, "smoke": state, "deadline": time.time() + self.start_timeout}
             db.session.commit()
-        status = backend.status(op.data["smoke"])
-        if status.ready:
-            if status.version and status.version != release.jupyterhub_version:
-                raise OperationFailed(f"the smoke-test hub runs JupyterHub {status.version}, "
-                                      f"not {release.jupyterhub_version}")
-            log(f"smoke test passed: /hub/health answered (JupyterHub {status.version})")
-            self._remove_smoke_hub(op, log)
-            return None
-        if not status.running:
-            raise OperationFailed(f"the smoke-test hub did not start: {_short(status.message)}")
-        if time.time() > op.data["deadline"]:
-            raise OperationFailed(f"the smoke-test hub did not answer /hub/health within {self.start_timeout:g}s "
-                                  f"({status.message})")
-        return Requeue(min(5.0, status.retry_after or READY_POLL_SECONDS), "smoke test: waiting for /hub/health")
+        try:
+            status = self.await_health(op, backend, op.data["smoke"], "the smoke-test hub")
+        except OperationFailed as exc:
+            raise OperationFailed(_short(str(exc))) from None
+        if isinstance(status, Requeue):
+            return status
+        if status.version and status.version != release.jupyterhub_version:
+            raise OperationFailed(f"the smoke-test hub runs JupyterHub {status.version}, "
+                                  f"not {release.jupyterhub_version}")
+        log(f"smoke test passed: /hub/health answered (JupyterHub {status.version})")
+        self._remove_smoke_hub(op, log)
+        return None
 
     def _remove_smoke_hub(self, op: Operation, log) -> None:
         """Stop and delete the throw-away hub, if one was started; safe to call twice."""

@@ -129,7 +129,7 @@ def test_a_release_being_rolled_out_cannot_be_retracted_and_a_failed_one_is_retr
 
 def test_pages_show_state_and_refuse_with_the_sentence(app, client, fleet, create_user, login):
     db.session.add(Release(name="broken", jupyterhub_version="6.1.1", state="failed",
-                           error="the smoke-test hub did not start: no such authenticator"))
+                           error="the smoke-test hub stopped while starting: no such authenticator"))
     db.session.commit()
     login(client, create_user("operator"))
     index = client.get("/releases").get_data(as_text=True)

@@ -74,7 +74,7 @@ def test_a_release_whose_smoke_test_fails_never_becomes_usable(app, client, loca
     run_worker(timeout=120)
     body = release(client, local_fleet, "crash")
     assert body["state"] == "failed"
-    assert body["error"].startswith("the smoke-test hub did not start: JupyterHub is not running")
+    assert body["error"].startswith("the smoke-test hub stopped while starting: JupyterHub is not running")
     assert "no-such-authenticator" in body["error"] and len(body["error"]) < 1000
     op = client.get(f"/api/v1/operations/{body['operation']}", headers=local_fleet).get_json()
     assert op["state"] == "failed" and op["error"] == body["error"]
@@ -89,7 +89,7 @@ def test_a_release_whose_smoke_test_fails_never_becomes_usable(app, client, loca
     run_worker(timeout=60)
     login(client, create_user("operator"))
     page = client.get("/releases/crash").get_data(as_text=True)
-    assert 'data-status="failed"' in page and "Preparing failed: the smoke-test hub did not start" in page
+    assert 'data-status="failed"' in page and "Preparing failed: the smoke-test hub stopped while starting" in page
     assert "smoke test: starting a throw-away hub" in page and "Retry preparing" in page  # its operation's log
     assert client.delete("/api/v1/releases/crash", headers=local_fleet).status_code == 204
     assert db.session.query(Operation).filter(Operation.release_id.is_not(None)).count() == 0
