@@ -5,6 +5,7 @@ import pytest
 
 from clusters import local
 from clusters.local import MARKER
+from console.services.institutions import ensure_local_cluster
 
 
 @pytest.fixture(autouse=True)
@@ -17,3 +18,11 @@ def no_stray_hub_processes(tmp_path):
                 proc.kill()
     for hub_dir in [d for d in local._children if d.startswith(str(tmp_path))]:
         local._children.pop(hub_dir).wait(10)  # reap what this process started
+
+
+@pytest.fixture
+def local_fleet(app, ctx, create_institution, create_user, api_headers):
+    """Institution "north" and a local cluster "local" in the test's data dir; returns an operator's API headers."""
+    create_institution("north")
+    ensure_local_cluster("local", app.config["DATA_DIR"], app.config["LOCAL_PORT_RANGE"], "127.0.0.1")
+    return api_headers(create_user("operator"))

@@ -11,18 +11,10 @@ import pytest
 from clusters.local import LocalBackend
 from console.extensions import db
 from console.models import Hub, Operation
-from console.services.institutions import ensure_local_cluster
 from tests.e2e.helpers import login_and_start_server
 from tests.helpers import port_open, wait_for
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def local_fleet(app, ctx, create_institution, create_user, api_headers):
-    create_institution("north")
-    ensure_local_cluster("local", app.config["DATA_DIR"], app.config["LOCAL_PORT_RANGE"], "127.0.0.1")
-    return api_headers(create_user("operator"))
 
 
 @pytest.fixture

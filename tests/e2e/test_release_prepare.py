@@ -17,13 +17,6 @@ from console.services.institutions import ensure_local_cluster
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-def local_fleet(app, ctx, create_institution, create_user, api_headers):
-    create_institution("north")
-    ensure_local_cluster("local", app.config["DATA_DIR"], app.config["LOCAL_PORT_RANGE"], "127.0.0.1")
-    return api_headers(create_user("operator"))
-
-
 def smoke_processes(app):
     root = str(Path(app.config["DATA_DIR"]) / "smoke-tests")
     found = []
