@@ -12,6 +12,8 @@ DEFAULT_POLICY: dict[str, Any] = {
     "gpus_allowed": False,
     "max_storage": "50Gi",
     "max_users": 1000,
+    # JupyterHub's dummy login admits any username and password: for a demo on 127.0.0.1, never by default.
+    "open_login_allowed": False,
 }
 
 _PARSERS = {
@@ -21,6 +23,7 @@ _PARSERS = {
     "gpus_allowed": as_bool,
     "max_storage": as_quantity,
     "max_users": lambda v: as_number(v, minimum=1, integer=True),
+    "open_login_allowed": as_bool,
 }
 
 

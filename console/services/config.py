@@ -6,17 +6,18 @@ from typing import Any
 
 import yaml
 from clusters.base import HubSpec
-from tenants.auth import SECRET_FIELDS, validate_auth
+from tenants.auth import CLOSED, SECRET_FIELDS, validate_auth
 from tenants.environment import validate_environment
 from tenants.layering import RELEASE_DEFAULTS, deep_merge, layered
 from tenants.policy import DEFAULT_POLICY, validate_policy
 from tenants.render import MASK, mask_secrets, render_local, render_z2jh
-from werkzeug.exceptions import BadRequest, Conflict, Forbidden
+from werkzeug.exceptions import BadRequest, Conflict
 
 from console.crypto import decrypt_json, encrypt_json
 from console.extensions import db
 from console.lifecycles import ROLLOUT
 from console.models import ConfigDraft, Hub, Institution, Rollout, RolloutHub, User, utcnow
+from console.permissions import require
 from console.services import FieldErrors, audit, releases
 
 TARGETS = ("local", "z2jh")
@@ -51,16 +52,13 @@ def _validate(institution: Institution, auth: Any, environment: Any, typed_secre
               **{f"environment.{k}": v for k, v in env_errors.items()}}
     if errors:
         raise FieldErrors(errors)
+    if clean_auth.get("authenticator_class") == "dummy" and not policy_of(institution)["open_login_allowed"]:
+        raise FieldErrors({"auth.authenticator_class": "The demo login admits any username and password; only an "
+                                                       "operator's policy can allow it (for demo hubs)."})
     if len(clean_auth.get("allowed_users", [])) > policy_of(institution)["max_users"]:
         raise FieldErrors({"auth.allowed_users": f"At most {policy_of(institution)['max_users']} users "
                                                  f"(the operator's policy)."})
     return clean_auth, secrets, clean_env
-
-
-def _require_config_access(user: User, institution: Institution) -> None:
-    # Scoped loading already hid other institutions (404); this guards a mis-wired caller.
-    if not user.is_operator and user.institution_id != institution.id:
-        raise Forbidden("not your institution")
 
 
 def _split_secrets(auth: Any, typed_secrets: dict[str, str] | None) -> tuple[Any, dict[str, str]]:
@@ -107,7 +105,7 @@ def apply(user: User, institution: Institution, auth: Any, environment: Any,
     superseded: it is aborted (hubs that took it keep it until this one reaches them).  Secrets left blank keep
     their stored value.  Commits.
     """
-    _require_config_access(user, institution)
+    require(user, "config.edit", institution)
     auth, typed_secrets = _split_secrets(auth, typed_secrets)
     clean_auth, secrets, clean_env = _validate(institution, auth, environment, typed_secrets)
     busy = active_config_rollout(institution)
@@ -206,9 +204,8 @@ def finish_config_rollout(rollout: Rollout) -> None:
 
 
 def set_policy(user: User, institution: Institution, data: Any) -> dict[str, Any]:
-    """Operators only: replace the institution's policy (missing fields take defaults). Commits."""
-    if not user.is_operator:
-        raise Forbidden("only operators set policy")
+    """Replace the institution's policy (policy.set; missing fields take defaults). Commits."""
+    require(user, "policy.set", institution)
     clean, errors = validate_policy(data if isinstance(data, dict) else None)
     if errors:
         raise FieldErrors({f"policy.{k}" if k != "policy" else k: v for k, v in errors.items()})
@@ -254,6 +251,8 @@ def effective(hub: Hub, institution_layer: dict | None = None) -> tuple[dict, di
     config = layered(release_layer, (hub.cluster.settings or {}).get("defaults"),
                      {"auth": layer["auth"], "environment": layer["environment"]}, (hub.spec or {}).get("overrides"))
     secrets = layer["secrets"] if layer["auth"] else {}
+    if config["auth"].get("authenticator_class") == CLOSED and (hub.spec or {}).get("first_admin"):
+        config["auth"]["first_admin"] = hub.spec["first_admin"]  # gone once the institution configures a login
     return config, secrets
 
 
@@ -293,7 +292,7 @@ def preview(user: User, institution: Institution, auth: Any, environment: Any, n
 
     Validates first: raises FieldErrors exactly as :func:`apply` would.  Changes nothing.
     """
-    _require_config_access(user, institution)
+    require(user, "config.edit", institution)
     draft_auth, secrets, draft_env = _validate(institution, auth, environment, new_secrets)
     stored = decrypt_json(institution.auth_secrets)
     proposed = {"auth": draft_auth, "environment": draft_env, "secrets": secrets}
@@ -321,7 +320,7 @@ def draft_of(user: User, institution: Institution) -> ConfigDraft | None:
 def save_draft(user: User, institution: Institution, auth: dict, environment: dict,
                typed_secrets: dict[str, str]) -> ConfigDraft:
     """Keep what the user typed (new secrets encrypted) until they apply or discard it. Commits."""
-    _require_config_access(user, institution)
+    require(user, "config.edit", institution)
     draft = draft_of(user, institution) or ConfigDraft(institution_id=institution.id, user_id=user.id)
     kept = decrypt_json(draft.auth_secrets)
     if (draft.auth or {}).get("authenticator_class") != auth.get("authenticator_class"):
@@ -352,6 +351,6 @@ def export_fleet() -> dict[str, Any]:
         "institutions": [{"slug": i.slug, "name": i.name, "config": current_config(i), "policy": policy_of(i),
                           "secrets_set": secrets_set(i)} for i in institutions],
         "hubs": [{"slug": h.slug, "institution": h.institution.slug, "cluster": h.cluster.name, "state": h.state,
-                  "spec": h.spec} for h in db.session.execute(
+                  "spec": mask_secrets(h.spec)} for h in db.session.execute(
                       db.select(Hub).where(Hub.state != "deleted").order_by(Hub.slug)).unique().scalars()],
     }

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from console.extensions import db
 from console.models import AuditEvent, Cluster, Hub, Operation, User
+from console.permissions import actor_label, visible
 from console.services import scope
 
 
@@ -42,14 +43,13 @@ def deleted_hub(user: User, slug: str) -> Gone | None:
         return None
     op = _newest_operation("delete", hub_id=hub.id)
     return Gone("hub", hub.slug, "deleted", hub.deleted_at or (op.finished_at if op else None),
-                op.actor if op else None, op.id if op else None)
+                actor_label(user, op.actor) if op else None, op.id if op else None)
 
 
 def destroyed_cluster(user: User, name: str) -> Gone | None:
-    """A destroyed (or forgotten, if registered) cluster named ``name``, for operators; None otherwise."""
-    if not user.is_operator:
-        return None
-    cluster = db.session.execute(db.select(Cluster).filter_by(name=name, state="destroyed")).scalar_one_or_none()
+    """A destroyed (or forgotten, if registered) cluster named ``name`` the user may see; None otherwise."""
+    cluster = db.session.execute(db.select(Cluster).where(visible(user, Cluster))
+                                 .filter_by(name=name, state="destroyed")).scalar_one_or_none()
     if cluster is None:
         return None
     op = _newest_operation("cluster-destroy", cluster_id=cluster.id)

@@ -6,10 +6,11 @@ import re
 from clusters import lifecycle
 from clusters.base import Backend, get_backend
 from flask import current_app
-from werkzeug.exceptions import Forbidden
+from tenants.auth import first_admin
 
 from console.extensions import db
 from console.models import Cluster, Hub, Institution, Operation, User, utcnow
+from console.permissions import require
 from console.services import FieldErrors, audit, operations, scope
 from console.services.releases import newest_release
 
@@ -65,12 +66,15 @@ def backend_for(cluster: Cluster) -> Backend:
 
 
 def create_hub(user: User, slug: str | None, institution: str | None, cluster: str | None) -> Operation:
-    """Record a new hub and queue its creation; returns the operation.
+    """Record a new hub and queue its creation; returns the operation.  Commits.
 
-    Raises Forbidden for a non-operator, FieldErrors for bad input (nothing is written then).
+    While the institution has configured no login, the hub admits only its first admin: the operation carries
+    ``first_admin`` = (username, password), to show once to the creator (only the password's hash is kept, in the
+    hub's spec); None otherwise.
+
+    Raises PermissionDenied without hub.create, FieldErrors for bad input (nothing is written then).
     """
-    if not user.is_operator:
-        raise Forbidden("only operators create hubs")
+    require(user, "hub.create")
     slug, institution, cluster = (v.strip() if isinstance(v, str) else v for v in (slug, institution, cluster))
     errors: dict[str, str] = {}
     if not slug:
@@ -96,17 +100,21 @@ def create_hub(user: User, slug: str | None, institution: str | None, cluster: s
             errors["cluster"] = f"Cluster {cluster!r} is {clus.state}, not ready for hubs."
     if errors:
         raise FieldErrors(errors)
+    admin, password = first_admin() if not inst.auth else (None, None)
     hub = Hub(slug=slug, institution=inst, cluster=clus, desired="running", state=lifecycle.REQUESTED,
-              spec={}, channel="stable", release=newest_release("stable"))
+              spec={"first_admin": admin} if admin else {}, channel="stable", release=newest_release("stable"))
     db.session.add(hub)
     op = operations.enqueue(hub, "create", user.email)
-    audit(user.email, "hub.create", slug, inst.id, cluster=clus.name)
+    audit(user.email, "hub.create", slug, inst.id, cluster=clus.name, first_admin=admin["username"] if admin else None)
     db.session.commit()
+    op.first_admin = (admin["username"], password) if admin else None
     return op
 
 
 def restart_hub(user: User, hub: Hub) -> Operation:
-    """Queue a restart of a hub the user may see (operators and the hub's institution admins)."""
+    """Queue a restart of the hub (hub.restart)."""
+    require(user, "hub.restart", hub)
+    operations.admit(hub)
     op = operations.enqueue(hub, "restart", user.email)
     audit(user.email, "hub.restart", hub.slug, hub.institution_id)
     db.session.commit()
@@ -115,9 +123,8 @@ def restart_hub(user: User, hub: Hub) -> Operation:
 
 def set_release_policy(user: User, hub: Hub, channel: str | None = None, pinned: bool | None = None,
                        canary: bool | None = None) -> Hub:
-    """Operators: the channel a hub follows, whether it is pinned to its release, whether it is a canary."""
-    if not user.is_operator:
-        raise Forbidden("only operators set a hub's release policy")
+    """The channel a hub follows, whether it is pinned to its release, whether it is a canary (hub.upgrade)."""
+    require(user, "hub.upgrade", hub)
     if channel is not None:
         if channel not in ("stable", "beta"):
             raise FieldErrors({"channel": "Choose stable or beta."})
@@ -133,7 +140,9 @@ def set_release_policy(user: User, hub: Hub, channel: str | None = None, pinned:
 
 
 def check_hub(user: User, hub: Hub) -> Operation:
-    """Queue a synthetic check of a hub the user may see: a test user's server started and stopped, timed."""
+    """Queue a synthetic check of the hub (hub.restart): a test user's server started and stopped, timed."""
+    require(user, "hub.restart", hub)
+    operations.admit(hub)
     op = operations.enqueue(hub, "synthetic-check", user.email)
     audit(user.email, "hub.check", hub.slug, hub.institution_id)
     db.session.commit()
@@ -141,9 +150,8 @@ def check_hub(user: User, hub: Hub) -> Operation:
 
 
 def delete_hub(user: User, hub: Hub) -> Operation:
-    """Mark the hub for deletion and queue it; operators only. Calling it twice queues one deletion."""
-    if not user.is_operator:
-        raise Forbidden("only operators delete hubs")
+    """Mark the hub for deletion and queue it (hub.delete). Calling it twice queues one deletion."""
+    require(user, "hub.delete", hub)
     pending = db.session.execute(db.select(Operation).where(
         Operation.hub_id == hub.id, Operation.kind == "delete", Operation.state.in_(("queued", "running")))
     ).unique().scalars().first()

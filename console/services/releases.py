@@ -6,7 +6,7 @@ import re
 from datetime import datetime, timedelta
 from typing import Any
 
-from werkzeug.exceptions import Conflict, Forbidden, NotFound
+from werkzeug.exceptions import Conflict, NotFound
 
 from clusters.environments import EnvironmentSetupError, installed_jupyterhub, jupyterhub_versions
 from clusters import lifecycle
@@ -16,6 +16,7 @@ from console.lifecycles import HUB_ACTIONS, RELEASE, ROLLOUT, ROLLOUT_ACTIONS, R
 from console.models import (OPERATION_TERMINAL, OUTCOME_CANCELLED, OUTCOME_ROLLED_BACK, OUTCOME_SKIPPED,
                             OUTCOME_SUCCEEDED, Cluster, Hub, Institution, Operation, Release, Rollout, RolloutHub,
                             User, utcnow)
+from console.permissions import require
 from console.services import FieldErrors, audit, operations
 from tenants.layering import RELEASE_DEFAULTS, deep_merge, layered
 from tenants.render import render_local
@@ -27,11 +28,6 @@ SYSTEM = "hubfleet-rollout"
 logger = logging.getLogger(__name__)
 
 
-def _operator(user: User) -> None:
-    if not user.is_operator:
-        raise Forbidden("only operators manage releases")
-
-
 def create_release(user: User, data: dict[str, Any]) -> Release:
     """Publish a release; FieldErrors (nothing written) for bad input, a JupyterHub version the package index does
     not offer included.  Commits.
@@ -41,7 +37,7 @@ def create_release(user: User, data: dict[str, Any]) -> Release:
     :func:`local_cluster`); a fleet without one (Kubernetes pulls the chart and image when a hub deploys; the test
     doubles need nothing) has nothing to prepare, so the release is ready at once.
     """
-    _operator(user)
+    require(user, "release.manage")
     errors = {}
     name = str(data.get("name") or "").strip()
     version = str(data.get("jupyterhub_version") or "").strip()
@@ -225,7 +221,7 @@ def create_rollout(user: User, release: Release, target: dict[str, Any], max_una
     institution, numbers out of bounds (:data:`BOUNDS`), a release that cannot be used, or a target where no hub
     needs it.  Hubs that are failed, stopped or being deleted are planned as skipped with the reason.  Commits.
     """
-    _operator(user)
+    require(user, "rollout.manage")
     errors: dict[str, str] = {}
     _bounded(errors, waves=waves, max_unavailable=max_unavailable, gate_seconds=gate_seconds)
     if usable_problem(release):
@@ -278,7 +274,7 @@ def control(user: User, rollout: Rollout, action: str) -> Rollout:
     """start, pause, resume or abort (:data:`ROLLOUT_ACTIONS`); a move the rollout's state refuses is a Conflict with
     the sentence.  Resuming a halted rollout retries the hubs that halted it (failed or rolled back), so after the fix
     it carries on from where it stopped; to leave a hub out instead, skip it first.  Audited; commits."""
-    _operator(user)
+    require(user, "rollout.manage", rollout)
     if action not in ROLLOUT_ACTIONS:
         raise FieldErrors({"action": f"Choose one of {', '.join(ROLLOUT_ACTIONS)}."})
     try:
@@ -312,7 +308,7 @@ def hub_action(user: User, rollout: Rollout, slug: str, action: str) -> RolloutH
     NotFound when the rollout has no such hub; Conflict with the sentence when the hub's state (or the rollout's)
     refuses it.  A halted rollout stays halted until resumed.  Audited; commits.
     """
-    _operator(user)
+    require(user, "rollout.manage", rollout)
     if action not in HUB_ACTIONS:
         raise FieldErrors({"action": f"Choose one of {', '.join(HUB_ACTIONS)}."})
     if rollout.state in ROLLOUT.terminal:
@@ -547,32 +543,6 @@ def _advance(rollout: Rollout, items: list[RolloutHub], ops: dict[int, Any], now
     return False
 
 
-def set_blackouts(user: User, institution: Institution, windows: Any) -> list[dict]:
-    """Replace an institution's blackout windows ([{"start", "end", "reason"}], ISO times in UTC). Commits."""
-    if not user.is_operator and user.institution_id != institution.id:
-        raise Forbidden("not your institution")
-    errors, clean = {}, []
-    if not isinstance(windows, list):
-        raise FieldErrors({"blackouts": "Send a list of windows."})
-    for index, window in enumerate(windows):
-        try:
-            start = datetime.fromisoformat(window["start"]).replace(tzinfo=None)
-            end = datetime.fromisoformat(window["end"]).replace(tzinfo=None)
-        except (KeyError, TypeError, ValueError, AttributeError):
-            errors[f"blackouts.{index}"] = "Give start and end as ISO date-times."
-            continue
-        if end <= start:
-            errors[f"blackouts.{index}.end"] = "The end must come after the start."
-        clean.append({"start": start.isoformat(), "end": end.isoformat(),
-                      "reason": str(window.get("reason") or "")[:200]})
-    if errors:
-        raise FieldErrors(errors)
-    institution.blackouts = clean
-    audit(user.email, "institution.blackouts", institution.slug, institution.id, windows=clean)
-    db.session.commit()
-    return clean
-
-
 def newest_release(channel: str) -> Release | None:
     """The newest ready release of ``channel``, what a new hub starts on (None: the platform default).  Releases
     still preparing, failed or retracted are never offered."""
@@ -643,7 +613,7 @@ def _move(release: Release, event: str) -> str:
 def retry_prepare(user: User, release: Release) -> Operation:
     """Prepare a failed release again (after fixing what failed: the index, the disk).  Commits; Conflict (with
     a sentence) unless the release failed."""
-    _operator(user)
+    require(user, "release.manage", release)
     release.state = _move(release, "retry")
     release.error = ""
     op = operations.enqueue(None, "release-prepare", user.email, release=release)
@@ -679,7 +649,7 @@ def delete_release(user: User, release: Release) -> None:
     Conflict with a sentence otherwise: "Release 2026.12 is used by 3 hubs; retract it instead." (a release still
     preparing: wait until it is ready).
     """
-    _operator(user)
+    require(user, "release.manage", release)
     _move(release, "delete")
     hubs, rollouts = _users(release)
     if hubs or rollouts:
@@ -695,7 +665,7 @@ def delete_release(user: User, release: Release) -> None:
 def retract_release(user: User, release: Release) -> Release:
     """Stop offering a ready release to new hubs and new rollouts; hubs that run it keep running (their page says
     so).  Commits.  Conflict with a sentence when it is not ready, or while a rollout of it is under way."""
-    _operator(user)
+    require(user, "release.manage", release)
     state = _move(release, "retract")
     unfinished = ("planned", "running", "paused", "halted")  # a halted rollout may be resumed
     active = db.session.execute(db.select(Rollout.id).where(Rollout.release_id == release.id,

@@ -1,7 +1,8 @@
-"""Queries scoped to what a user may reach: operators see everything, an institution admin only their institution.
+"""Objects loaded as the user may reach them, by the permission table (``console.permissions``).
 
-Every page and API route loads objects through these, so an object of another institution is simply not found (404),
-never "forbidden" (which would confirm it exists).
+Lists hold only what the user may see.  A loader takes the action the caller is about to do: an object the user may
+not see is simply not found (404, never "forbidden", which would confirm it exists); one they see but may not do
+that action to is refused (``PermissionDenied``, 403).
 """
 from __future__ import annotations
 
@@ -9,64 +10,87 @@ from sqlalchemy import Select
 from werkzeug.exceptions import NotFound
 
 from console.extensions import db
-from console.models import Cluster, Hub, Institution, Operation, Rollout, User
+from console.models import Alert, Cluster, Hub, Institution, Operation, Release, Rollout, User, WebhookTarget
+from console.permissions import require, visible
 
 
-def _limit(query: Select, user: User, institution_column) -> Select:
-    if user.is_operator:
-        return query
-    return query.where(institution_column == user.institution_id)
+def _visible(model, user: User) -> Select:
+    return db.select(model).where(visible(user, model))
 
 
 def hubs(user: User) -> Select:
-    """Live (not deleted) hubs the user may see, with institution and cluster loaded in the same query."""
-    return _limit(db.select(Hub).where(Hub.state != "deleted"), user, Hub.institution_id)
+    """Live (not deleted) hubs the user may see."""
+    return _visible(Hub, user).where(Hub.state != "deleted")
 
 
 def deleted_hubs(user: User) -> Select:
     """Deleted hubs the user may see, so a link to one can say what happened to it (never another institution's)."""
-    return _limit(db.select(Hub).where(Hub.state == "deleted"), user, Hub.institution_id)
+    return _visible(Hub, user).where(Hub.state == "deleted")
 
 
 def institutions(user: User) -> Select:
-    return _limit(db.select(Institution), user, Institution.id)
+    return _visible(Institution, user)
 
 
 def clusters(user: User) -> Select:
-    """Clusters are the operators' alone."""
-    query = db.select(Cluster).where(Cluster.state != "destroyed")
-    return query if user.is_operator else query.where(db.false())
+    return _visible(Cluster, user).where(Cluster.state != "destroyed")
 
 
 def operations(user: User) -> Select:
-    """Hub operations of what the user may see; cluster operations for operators only."""
-    return _limit(db.select(Operation).outerjoin(Operation.hub), user, Hub.institution_id)
+    """Hub operations of hubs the user may see; cluster and release operations with the fleet."""
+    return _visible(Operation, user)
 
 
-def _one(query: Select, what: str):
+def releases(user: User) -> Select:
+    """Releases the user may see (an institution admin: those their institution's hubs run), newest first."""
+    return _visible(Release, user).order_by(Release.id.desc())
+
+
+def rollouts(user: User) -> Select:
+    return _visible(Rollout, user).order_by(Rollout.id.desc())
+
+
+def alerts(user: User) -> Select:
+    return _visible(Alert, user).order_by(Alert.id.desc())
+
+
+def webhooks(user: User) -> Select:
+    return _visible(WebhookTarget, user).order_by(WebhookTarget.id)
+
+
+def _one(query: Select, what: str, user: User, action: str | None):
     found = db.session.execute(query).unique().scalar_one_or_none()
     if found is None:
         raise NotFound(f"no {what} here by that name")
+    if action is not None:
+        require(user, action, found)
     return found
 
 
-def get_hub(user: User, slug: str) -> Hub:
-    return _one(hubs(user).where(Hub.slug == slug), "hub")
+def get_hub(user: User, slug: str, action: str = "hub.view") -> Hub:
+    return _one(hubs(user).where(Hub.slug == slug), "hub", user, action)
 
 
-def get_operation(user: User, operation_id: int) -> Operation:
-    return _one(operations(user).where(Operation.id == operation_id), "operation")
+def get_operation(user: User, operation_id: int, action: str = "hub.view") -> Operation:
+    return _one(operations(user).where(Operation.id == operation_id), "operation", user, action)
 
 
-def get_cluster(user: User, name: str) -> Cluster:
-    return _one(clusters(user).where(Cluster.name == name), "cluster")
+def get_cluster(user: User, name: str, action: str = "cluster.view") -> Cluster:
+    return _one(clusters(user).where(Cluster.name == name), "cluster", user, action)
 
 
-def get_rollout(user: User, rollout_id: int) -> Rollout:
-    """Rollouts are the operators' alone."""
-    query = db.select(Rollout).where(Rollout.id == rollout_id)
-    return _one(query if user.is_operator else query.where(db.false()), "rollout")
+def get_rollout(user: User, rollout_id: int, action: str = "rollout.view") -> Rollout:
+    return _one(_visible(Rollout, user).where(Rollout.id == rollout_id), "rollout", user, action)
 
 
-def get_institution(user: User, slug: str) -> Institution:
-    return _one(institutions(user).where(Institution.slug == slug), "institution")
+def get_institution(user: User, slug: str, action: str = "institution.view") -> Institution:
+    return _one(institutions(user).where(Institution.slug == slug), "institution", user, action)
+
+
+def get_release(user: User, name: str, action: str = "release.view") -> Release:
+    return _one(_visible(Release, user).where(Release.name == name), "release", user, action)
+
+
+def get_webhook(user: User, webhook_id: int, action: str = "alert.view") -> WebhookTarget:
+    """A webhook the user sees: an institution admin never sees the fleet's (404), nor another institution's."""
+    return _one(webhooks(user).where(WebhookTarget.id == webhook_id), "webhook", user, action)

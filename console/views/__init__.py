@@ -4,20 +4,28 @@
 def register(app, api) -> None:
     from console.extensions import csrf
     from console.views import api as api_views
-    from console.views import auth, clusters, fleet, institutions, monitoring, releases
+    from console.views import account, auth, clusters, fleet, institutions, monitoring, people, releases
 
     app.register_blueprint(auth.bp)
+    app.register_blueprint(account.bp)
     app.register_blueprint(fleet.bp)
     app.register_blueprint(institutions.bp)
     app.register_blueprint(clusters.bp)
     app.register_blueprint(monitoring.bp)
     app.register_blueprint(releases.bp)
+    app.register_blueprint(people.bp)
     csrf.exempt(api_views.blp)  # bearer tokens only; a browser's cookie never authenticates the API
     api.register_blueprint(api_views.blp)
+    csrf.exempt(people.api_blp)
+    api.register_blueprint(people.api_blp)
 
     from console.services.releases import hub_actions, rollout_actions
+    from console import permissions
     from console.status import badge
 
     app.jinja_env.globals["badge"] = badge
     app.jinja_env.globals["rollout_actions"] = rollout_actions  # pages ask the lifecycle what a rollout offers
     app.jinja_env.globals["rollout_hub_actions"] = hub_actions
+    app.jinja_env.globals["can"] = permissions.template_can  # pages offer only what the permission table allows
+    app.jinja_env.globals["actor"] = permissions.template_actor
+    app.jinja_env.globals["FLEET"] = permissions.FLEET

@@ -1,3 +1,4 @@
+from clusters import local
 from flask import Blueprint, g, redirect, render_template, request, url_for
 from infra.providers import PROVIDERS
 from werkzeug.exceptions import Conflict, NotFound
@@ -6,12 +7,13 @@ from console import htmx
 from console.extensions import db
 from console.lifecycles import BUSY_CLUSTER_STATES, CLUSTER
 from console.models import Operation
-from console.security import require_operator
+from console.permissions import requires
 from console.services import FieldErrors, history, scope
 from console.services import clusters as cluster_service
 from console.views.fleet import gone
 
 bp = Blueprint("clusters", __name__)
+bp.add_app_template_global(local.isolation, "local_isolation")
 
 
 def _form_values(provider):
@@ -25,8 +27,8 @@ def _form_values(provider):
 
 
 @bp.get("/clusters")
+@requires("cluster.view")
 def index():
-    require_operator(g.user)
     rows = db.session.execute(scope.clusters(g.user).order_by("name")).scalars().all()
     return render_template("clusters/index.html", clusters=rows, providers=PROVIDERS)
 
@@ -37,8 +39,8 @@ def _wizard(provider_name, values, errors, status=200):
 
 
 @bp.route("/clusters/new", methods=["GET", "POST"])
+@requires("cluster.manage")
 def new():
-    require_operator(g.user)
     provider_name = request.values.get("provider", "local")
     provider = PROVIDERS.get(provider_name)
     if request.method == "GET" or request.form.get("action") == "switch":
@@ -53,6 +55,7 @@ def new():
 
 
 @bp.get("/clusters/<name>")
+@requires("cluster.view")
 def detail(name):
     try:
         cluster = scope.get_cluster(g.user, name)
@@ -73,8 +76,9 @@ def detail(name):
 
 
 @bp.post("/clusters/<name>/plan")
+@requires("cluster.manage")
 def plan(name):
-    cluster = scope.get_cluster(g.user, name)
+    cluster = scope.get_cluster(g.user, name, "cluster.manage")
     provider = PROVIDERS.get(cluster.provider)
     values, credentials = _form_values(provider)
     try:
@@ -86,21 +90,24 @@ def plan(name):
 
 
 @bp.get("/clusters/<name>/edit")
+@requires("cluster.manage")
 def edit(name):
-    cluster = scope.get_cluster(g.user, name)
+    cluster = scope.get_cluster(g.user, name, "cluster.manage")
     return render_template("clusters/edit.html", cluster=cluster, provider=PROVIDERS.get(cluster.provider),
                            values=cluster.variables, errors={})
 
 
 @bp.post("/clusters/<name>/apply")
+@requires("cluster.manage")
 def apply(name):
-    op = cluster_service.approve(g.user, scope.get_cluster(g.user, name))
+    op = cluster_service.approve(g.user, scope.get_cluster(g.user, name, "cluster.manage"))
     return redirect(url_for("fleet.operation", operation_id=op.id))
 
 
 @bp.route("/clusters/<name>/destroy", methods=["GET", "POST"])
+@requires("cluster.manage")
 def destroy(name):
-    cluster = scope.get_cluster(g.user, name)
+    cluster = scope.get_cluster(g.user, name, "cluster.manage")
     hubs = cluster_service.live_hubs_on(cluster)
     if request.method == "GET":
         return render_template("clusters/destroy.html", cluster=cluster, hubs=hubs, errors={})
@@ -115,8 +122,8 @@ def destroy(name):
 
 
 @bp.route("/clusters/register", methods=["GET", "POST"])
+@requires("cluster.manage")
 def register():
-    require_operator(g.user)
     values = {"name": request.form.get("name", "")}
     if request.method == "GET":
         return render_template("clusters/register.html", values=values, errors={})

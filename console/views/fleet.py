@@ -1,9 +1,11 @@
-from flask import Blueprint, current_app, g, redirect, render_template, request, url_for
-from tenants.auth import KINDS
-from werkzeug.exceptions import NotFound
+from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+from tenants.auth import login_label
+from werkzeug.exceptions import NotFound, TooManyRequests
 
 from console import htmx, status
+from console.errors import shown
 from console.extensions import db
+from console.permissions import requires
 from console.services import FieldErrors, history, scope
 from console.services import config as config_service
 from console.services import monitoring
@@ -11,15 +13,19 @@ from console.services import hubs as hub_service
 from console.services import operations
 
 bp = Blueprint("fleet", __name__)
+bp.add_app_template_global(login_label, "auth_label")  # how pages name a login, "closed" included
 
 
 @bp.app_template_global("hub_status")
 def hub_status(hub, op=None) -> status.Status:
-    """``status.hub_status`` for templates, with the supervisor's restart limit."""
-    return status.hub_status(hub, op, max_restarts=int(current_app.config["MAX_RESTARTS"]))
+    """``status.hub_status`` for templates, with the supervisor's restart limit; its reason as the viewer may read
+    it (``errors.shown``)."""
+    found = status.hub_status(hub, op, max_restarts=int(current_app.config["MAX_RESTARTS"]))
+    return found._replace(reason=shown(found.reason))
 
 
 @bp.get("/")
+@requires("hub.view")
 def index():
     hubs = hub_service.list_hubs(g.user)
     ids = [hub.id for hub in hubs]
@@ -43,6 +49,7 @@ def _create_form(values: dict, errors: dict, status: int = 200):
 
 
 @bp.route("/hubs/new", methods=["GET", "POST"])
+@requires("hub.create")
 def new_hub():
     if request.method == "GET":
         return _create_form({"institution": request.args.get("institution", "")}, {})
@@ -51,10 +58,14 @@ def new_hub():
         op = hub_service.create_hub(g.user, **values)
     except FieldErrors as exc:
         return _create_form(values, exc.errors, 422)
+    if op.first_admin:  # shown once, in this answer only: never stored by a browser or a proxy
+        page = render_template("fleet/hub_created.html", hub=op.hub, first_admin=op.first_admin)
+        return page, 201, {"Cache-Control": "no-store"}
     return redirect(url_for("fleet.hub", slug=op.hub.slug))
 
 
 @bp.get("/hubs/<slug>")
+@requires("hub.view")
 def hub(slug):
     try:
         found = scope.get_hub(g.user, slug)
@@ -69,31 +80,44 @@ def hub(slug):
                        latest=ops[0] if ops else None,
                        current_op=operations.current_by_hub([found.id]).get(found.id),
                        chart=monitoring.series([found.id], buckets=48).get(found.id, {}),
-                       login_label=KINDS[auth_class].label if auth_class in KINDS else auth_class)
+                       login_label=login_label(auth_class))
 
 
 @bp.post("/hubs/<slug>/restart")
+@requires("hub.restart")
 def restart_hub(slug):
-    op = hub_service.restart_hub(g.user, scope.get_hub(g.user, slug))
+    try:
+        op = hub_service.restart_hub(g.user, scope.get_hub(g.user, slug, "hub.restart"))
+    except TooManyRequests as exc:  # the institution's share of the queue is full: say so on the hub's page
+        flash(exc.description)
+        return redirect(url_for("fleet.hub", slug=slug))
     return redirect(url_for("fleet.operation", operation_id=op.id))
 
 
 @bp.post("/hubs/<slug>/release-policy")
+@requires("hub.upgrade")
 def release_policy(slug):
-    hub_service.set_release_policy(g.user, scope.get_hub(g.user, slug), channel=request.form.get("channel"),
+    hub = scope.get_hub(g.user, slug, "hub.upgrade")
+    hub_service.set_release_policy(g.user, hub, channel=request.form.get("channel"),
                                    pinned=request.form.get("pinned") == "on", canary=request.form.get("canary") == "on")
     return redirect(url_for("fleet.hub", slug=slug))
 
 
 @bp.post("/hubs/<slug>/check")
+@requires("hub.restart")
 def check_hub(slug):
-    op = hub_service.check_hub(g.user, scope.get_hub(g.user, slug))
+    try:
+        op = hub_service.check_hub(g.user, scope.get_hub(g.user, slug, "hub.restart"))
+    except TooManyRequests as exc:  # the institution's share of the queue is full: say so on the hub's page
+        flash(exc.description)
+        return redirect(url_for("fleet.hub", slug=slug))
     return redirect(url_for("fleet.operation", operation_id=op.id))
 
 
 @bp.route("/hubs/<slug>/delete", methods=["GET", "POST"])
+@requires("hub.delete")
 def delete_hub(slug):
-    found = scope.get_hub(g.user, slug)
+    found = scope.get_hub(g.user, slug, "hub.delete")
     if request.method == "GET":
         return render_template("fleet/delete_hub.html", hub=found, error=None)
     if request.form.get("confirm", "").strip() != found.slug:
@@ -104,6 +128,7 @@ def delete_hub(slug):
 
 
 @bp.get("/operations/<int:operation_id>")
+@requires("hub.view")
 def operation(operation_id):
     op = scope.get_operation(g.user, operation_id)
     # The panel stops polling once the operation ends; the page around it (hub state, health) reloads then.

@@ -1,11 +1,13 @@
-from flask import Blueprint, flash, g, make_response, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, flash, g, make_response, redirect, render_template, request, url_for
 from tenants.auth import KINDS
 from tenants.discovery import fetch_discovery
 from tenants.fields import Invalid
 from tenants.policy import DEFAULT_POLICY
-from werkzeug.exceptions import Conflict, Forbidden
+from werkzeug.exceptions import Conflict
 
+from console.config import outbound_policy
 from console.extensions import db
+from console.permissions import can, requires
 from console.forms import carry_over, format_idps, parse_config_form
 from console.htmx import wants_fragment
 from console.models import AuditEvent, Hub, Operation
@@ -24,11 +26,13 @@ def _page(values: dict, errors: dict, status: int = 200):
 
 
 @bp.get("/institutions")
+@requires("institution.view")
 def index():
     return _page({}, {})
 
 
 @bp.post("/institutions")
+@requires("institution.create")
 def create():
     values = {k: request.form.get(k, "") for k in ("slug", "name")}
     try:
@@ -39,13 +43,15 @@ def create():
 
 
 @bp.get("/institutions/<slug>")
+@requires("institution.view")
 def detail(slug):
     institution = scope.get_institution(g.user, slug)
     recent = db.session.execute(
         db.select(Operation).join(Operation.hub).where(Hub.institution_id == institution.id)
         .order_by(Operation.id.desc()).limit(10)).unique().scalars().all()
     events = db.session.execute(db.select(AuditEvent).where(AuditEvent.institution_id == institution.id)
-                                .order_by(AuditEvent.id.desc()).limit(15)).scalars().all()
+                                .order_by(AuditEvent.id.desc()).limit(15)).scalars().all() \
+        if can(g.user, "audit.view", institution) else []
     hubs = hub_service.list_hubs(g.user, institution=institution)
     return render_template("institutions/detail.html", institution=institution, hubs=hubs,
                            current_ops=operations.current_by_hub([hub.id for hub in hubs]),
@@ -68,8 +74,9 @@ def _config_form(institution, auth, environment, new_secrets, errors, status=200
 
 
 @bp.get("/institutions/<slug>/config")
+@requires("config.view")
 def edit_config(slug):
-    institution = scope.get_institution(g.user, slug)
+    institution = scope.get_institution(g.user, slug, "config.view")
     draft = config_service.draft_of(g.user, institution)
     if draft:
         return _config_form(institution, draft.auth, draft.environment, config_service.draft_secrets(draft), {})
@@ -78,8 +85,9 @@ def edit_config(slug):
 
 
 @bp.post("/institutions/<slug>/config")
+@requires("config.edit")
 def post_config(slug):
-    institution = scope.get_institution(g.user, slug)
+    institution = scope.get_institution(g.user, slug, "config.edit")
     action = request.form.get("action", "preview")
     if action == "discard":
         config_service.discard_draft(g.user, institution)
@@ -92,7 +100,7 @@ def post_config(slug):
         typed = {}
     elif action == "discover":
         try:
-            auth.update(fetch_discovery(discovery_url))
+            auth.update(fetch_discovery(discovery_url, outbound_policy(current_app)))
         except Invalid as exc:
             errors["discovery_url"] = str(exc)
     draft = config_service.save_draft(g.user, institution, auth, environment, typed)
@@ -110,8 +118,9 @@ def post_config(slug):
 
 
 @bp.post("/institutions/<slug>/config/apply")
+@requires("config.edit")
 def apply_config(slug):
-    institution = scope.get_institution(g.user, slug)
+    institution = scope.get_institution(g.user, slug, "config.edit")
     draft = config_service.draft_of(g.user, institution)
     if draft is None:
         flash("Nothing to apply: the draft was applied or discarded already.")
@@ -142,9 +151,10 @@ def apply_message(rollout) -> str:
 
 
 @bp.get("/institutions/<slug>/config/rollout")
+@requires("config.view")
 def config_rollout(slug):
     """The institution's latest config rollout: each hub waiting, applying, applied or rolled back (with why)."""
-    institution = scope.get_institution(g.user, slug)
+    institution = scope.get_institution(g.user, slug, "config.view")
     rollout = config_service.latest_config_rollout(institution)
     response = make_response(render_template("institutions/_config_rollout.html", institution=institution,
                                              config_rollout=rollout,
@@ -154,21 +164,29 @@ def config_rollout(slug):
     return response
 
 
-@bp.route("/institutions/<slug>/policy", methods=["GET", "POST"])
-def policy(slug):
-    institution = scope.get_institution(g.user, slug)
-    values, errors, status = config_service.policy_of(institution), {}, 200
-    if request.method == "POST":
-        if not g.user.is_operator:
-            raise Forbidden("only operators set policy")
-        values = {k: request.form.get(k, "") for k in DEFAULT_POLICY}
-        values["gpus_allowed"] = request.form.get("gpus_allowed", "off")
-        try:
-            config_service.set_policy(g.user, institution, values)
-        except FieldErrors as exc:
-            errors, status = {k.removeprefix("policy."): v for k, v in exc.errors.items()}, 422
-        else:
-            flash("Policy saved.")
-            return redirect(url_for("institutions.detail", slug=slug))
+def _policy_page(institution, values: dict, errors: dict, status: int = 200):
     return render_template("institutions/policy.html", institution=institution, values=values, errors=errors,
                            format_list=lambda v: "\n".join(v) if isinstance(v, list) else v), status
+
+
+@bp.get("/institutions/<slug>/policy")
+@requires("config.view")
+def policy(slug):
+    """The institution's policy: a form for who may set it, read-only for who may only see it."""
+    institution = scope.get_institution(g.user, slug, "config.view")
+    return _policy_page(institution, config_service.policy_of(institution), {})
+
+
+@bp.post("/institutions/<slug>/policy")
+@requires("policy.set")
+def set_policy(slug):
+    institution = scope.get_institution(g.user, slug, "policy.set")
+    values = {k: request.form.get(k, "") for k in DEFAULT_POLICY}
+    values["gpus_allowed"] = request.form.get("gpus_allowed", "off")
+    values["open_login_allowed"] = request.form.get("open_login_allowed", "off")
+    try:
+        config_service.set_policy(g.user, institution, values)
+    except FieldErrors as exc:
+        return _policy_page(institution, values, {k.removeprefix("policy."): v for k, v in exc.errors.items()}, 422)
+    flash("Policy saved.")
+    return redirect(url_for("institutions.detail", slug=slug))

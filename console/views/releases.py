@@ -3,9 +3,10 @@ from werkzeug.exceptions import Conflict
 
 from console import htmx
 from console.extensions import db
-from console.models import Release, Rollout
-from console.security import require_operator
+from console.models import Release
+from console.permissions import requires
 from console.services import FieldErrors, operations, scope
+from console.services import institutions as institution_service
 from console.services import releases as release_service
 
 bp = Blueprint("releases", __name__)
@@ -14,22 +15,22 @@ bp = Blueprint("releases", __name__)
 def _page(errors=None, values=None, rollout_errors=None, rollout_values=None, status=200):
     return render_template(
         "releases/index.html",
-        releases=db.session.execute(db.select(Release).order_by(Release.id.desc())).scalars().all(),
-        rollouts=db.session.execute(db.select(Rollout).order_by(Rollout.id.desc()).limit(20)).unique().scalars().all(),
+        releases=db.session.execute(scope.releases(g.user)).scalars().all(),
+        rollouts=db.session.execute(scope.rollouts(g.user).limit(20)).unique().scalars().all(),
         institutions=db.session.execute(scope.institutions(g.user)).scalars().all(),
         errors=errors or {}, values=values or {}, rollout_errors=rollout_errors or {},
         rollout_values=rollout_values or {}), status
 
 
 @bp.get("/releases")
+@requires("release.manage")
 def index():
-    require_operator(g.user)
     return _page()
 
 
 @bp.post("/releases")
+@requires("release.manage")
 def create():
-    require_operator(g.user)
     values = {k: request.form.get(k, "") for k in ("name", "jupyterhub_version", "channel", "notes")}
     try:
         release = release_service.create_release(g.user, values)
@@ -39,18 +40,19 @@ def create():
 
 
 @bp.get("/releases/<name>")
+@requires("release.manage")
 def detail(name):
-    release = release_service.get_release(name)
-    require_operator(g.user)
+    release = scope.get_release(g.user, name, "release.manage")
     op = release_service.prepare_operation(release)
     return render_template("releases/detail.html", release=release, op=op,
                            lines=operations.log_lines(op) if op else [], usage=release_service.usage(release))
 
 
 @bp.post("/releases/<name>/<any(retract,delete,retry):action>")
+@requires("release.manage")
 def act(name, action):
     """Retract, delete or retry; a refusal (a used release cannot be deleted, say) is shown on the release's page."""
-    release = release_service.get_release(name)
+    release = scope.get_release(g.user, name, "release.manage")
     do = {"retract": release_service.retract_release, "delete": release_service.delete_release,
           "retry": release_service.retry_prepare}[action]
     try:
@@ -72,8 +74,8 @@ def _int(name, default):
 
 
 @bp.post("/rollouts")
+@requires("rollout.manage")
 def plan_rollout():
-    require_operator(g.user)
     values = dict(request.form)
     release = db.session.execute(db.select(Release).filter_by(name=values.get("release", ""))).scalar_one_or_none()
     kind, value = values.get("target_kind", "channel"), values.get("target_value", "").strip()
@@ -89,11 +91,12 @@ def plan_rollout():
     return redirect(url_for("releases.rollout", rollout_id=rollout.id))
 
 
-# Ids beyond 64 bits are simply not found (the database cannot hold them).
-ROLLOUT_ID = "<int(max=9223372036854775807):rollout_id>"
+# Ids beyond what the database holds are simply not found (console/limits.py bounds every <int:...>).
+ROLLOUT_ID = "<int:rollout_id>"
 
 
 @bp.get(f"/rollouts/{ROLLOUT_ID}")
+@requires("rollout.view")
 def rollout(rollout_id):
     found = scope.get_rollout(g.user, rollout_id)
     waves = {}
@@ -103,28 +106,31 @@ def rollout(rollout_id):
 
 
 @bp.post(f"/rollouts/{ROLLOUT_ID}/<any(start,pause,resume,abort):action>")
+@requires("rollout.manage")
 def control(rollout_id, action):
     """A control the rollout's state refuses is shown on its page with the reason."""
     try:
-        release_service.control(g.user, scope.get_rollout(g.user, rollout_id), action)
+        release_service.control(g.user, scope.get_rollout(g.user, rollout_id, "rollout.manage"), action)
     except Conflict as exc:
         flash(exc.description)
     return redirect(url_for("releases.rollout", rollout_id=rollout_id))
 
 
 @bp.post(f"/rollouts/{ROLLOUT_ID}/hubs/<slug>/<any(retry,skip):action>")
+@requires("rollout.manage")
 def hub_action(rollout_id, slug, action):
     """Retry or skip one hub of a rollout; a refusal is shown on the rollout's page with the reason."""
     try:
-        release_service.hub_action(g.user, scope.get_rollout(g.user, rollout_id), slug, action)
+        release_service.hub_action(g.user, scope.get_rollout(g.user, rollout_id, "rollout.manage"), slug, action)
     except Conflict as exc:
         flash(exc.description)
     return redirect(url_for("releases.rollout", rollout_id=rollout_id))
 
 
 @bp.post("/institutions/<slug>/blackouts")
+@requires("blackout.set")
 def blackouts(slug):
-    institution = scope.get_institution(g.user, slug)
+    institution = scope.get_institution(g.user, slug, "blackout.set")
     windows = []
     for line in request.form.get("blackouts", "").splitlines():
         if line.strip():
@@ -132,7 +138,7 @@ def blackouts(slug):
             windows.append({"start": parts[0], "end": parts[1] if len(parts) > 1 else "",
                             "reason": parts[2] if len(parts) > 2 else ""})
     try:
-        release_service.set_blackouts(g.user, institution, windows)
+        institution_service.set_blackouts(g.user, institution, windows)
     except FieldErrors as exc:
         flash("Blackout windows not saved: " + "; ".join(f"line {k.split('.')[1]}: {v}" if "." in k else v
                                                          for k, v in exc.errors.items()))

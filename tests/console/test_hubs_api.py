@@ -113,18 +113,6 @@ def test_bad_input_gets_field_errors_and_creates_nothing(client, operator_header
     assert (db.session.query(Hub).count(), db.session.query(Operation).count()) == before
 
 
-def test_institution_admin_cannot_create_or_delete(client, fleet, create_user, api_headers, operator_headers,
-                                                   run_worker):
-    institution, _ = fleet
-    admin = api_headers(create_user("institution_admin", institution=institution))
-    assert create(client, admin, slug="mine", institution="north", cluster="fast").status_code == 403
-    create(client, operator_headers, slug="north-lab", institution="north", cluster="fast")
-    run_worker()
-    assert client.delete("/api/v1/hubs/north-lab", headers=admin).status_code == 403
-    assert client.get("/api/v1/hubs/north-lab", headers=admin).get_json()["state"] == "running"
-    assert client.post("/api/v1/hubs/north-lab/restart", headers=admin).status_code == 202
-
-
 def test_openapi_document_is_generated_from_the_routes(client, operator_headers):
     spec = client.get("/api/v1/openapi.json", headers=operator_headers).get_json()
     assert spec["openapi"].startswith("3.")

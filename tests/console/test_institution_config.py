@@ -1,6 +1,7 @@
 """Institution self-service through the API and pages, over the fake backend."""
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ ENV = {"image": "quay.io/jupyter/scipy-notebook:2025-01-06", "cpu_limit": 2, "me
 def north(create_institution, create_cluster, create_user, api_headers, client, run_worker):
     """Institution north with two running hubs; returns (admin headers, operator headers, admin user)."""
     institution = create_institution("north", "North College")
+    institution.policy = {"open_login_allowed": True}  # these tests use the dummy login's simple rules
     create_cluster("fast", backend="fake")
     operator = api_headers(create_user("operator"))
     for slug in ("north-a", "north-b"):
@@ -66,7 +68,7 @@ def test_admin_applies_config_and_every_hub_is_reconfigured(app, client, north, 
     response = put_config(client, admin, OIDC)
     assert response.status_code == 200, response.get_json()
     body = response.get_json()
-    assert body["rollout"] and body["auth"]["authenticator_class"] == "dummy"  # stored only once every hub took it
+    assert body["rollout"] and body["auth"]["authenticator_class"] == "closed"  # stored only once every hub took it
     assert drive(app, run_worker, body["rollout"]).state == "done"
     reconfigured = db.session.execute(db.select(Operation).filter_by(kind="reconfigure")
                                       .order_by(Operation.id)).unique().scalars().all()
@@ -181,8 +183,6 @@ def test_every_refused_config_changes_nothing(app, client, north, auth, environm
 
 def test_policy_is_the_operators(client, north):
     admin, operator, _ = north
-    assert client.get("/api/v1/institutions/north/policy", headers=admin).status_code == 403
-    assert client.put("/api/v1/institutions/north/policy", json={"max_cpu": 64}, headers=admin).status_code == 403
     bad = client.put("/api/v1/institutions/north/policy", json={"max_cpu": "many"}, headers=operator)
     assert bad.status_code == 422 and "policy.max_cpu" in bad.get_json()["errors"]["json"]
     ok = client.put("/api/v1/institutions/north/policy", json={"max_cpu": 1, "max_memory": "2G"}, headers=operator)
@@ -257,7 +257,43 @@ def test_discovery_errors_are_field_errors(client, north, login):
         "csrf_token": token, "action": "discover", "auth.authenticator_class": "generic-oauth",
         "discovery_url": "http://127.0.0.1:9/"})
     assert response.status_code == 422
-    assert "Could not reach http://127.0.0.1:9/.well-known/openid-configuration" in response.get_data(as_text=True)
+    assert re.findall(r'id="discovery_url-error">([^<]*)<', response.get_data(as_text=True)) == [
+        "Could not fetch the discovery document from that URL."]
+
+
+def test_the_discovery_field_reaches_no_service_on_loopback(app, client, north, login):
+    """An institution admin cannot use the discovery field to look around the console's network: a refused address
+    (however spelled), a redirect to loopback or an answer that is not a discovery document all read the same, and
+    the service on loopback is never asked, until the operator allow-lists it."""
+    from tests.loopback import LoopbackServer, json_answer, status_answer
+
+    document = {"authorization_endpoint": "https://idp.example.edu/a", "token_endpoint": "https://idp.example.edu/t",
+                "userinfo_endpoint": "https://idp.example.edu/u"}
+    _, _, admin_user = north
+    login(client, admin_user)
+    token = csrf_from(client.get("/institutions/north/config").get_data(as_text=True))
+
+    def discover(url):
+        return client.post("/institutions/north/config", data={
+            "csrf_token": token, "action": "discover", "auth.authenticator_class": "generic-oauth",
+            "discovery_url": url})
+
+    with LoopbackServer(json_answer(document)) as inside, \
+            LoopbackServer(status_answer(302, inside.url("/.well-known/openid-configuration"))) as redirector, \
+            LoopbackServer(status_answer(404)) as missing:
+        app.config["OUTBOUND_ALLOW"] = [redirector.address, missing.address]
+        messages = set()
+        for url in (inside.url(), f"http://localhost:{inside.port}", f"https://localhost:{inside.port}",
+                    f"https://2130706433:{inside.port}", f"https://[::ffff:127.0.0.1]:{inside.port}",
+                    "https://169.254.169.254/", redirector.url(), missing.url()):
+            response = discover(url)
+            assert response.status_code == 422, url
+            messages |= set(re.findall(r'id="discovery_url-error">([^<]*)<', response.get_data(as_text=True)))
+        assert messages == {"Could not fetch the discovery document from that URL."}
+        assert inside.hits == [] and len(redirector.hits) == len(missing.hits) == 1
+        app.config["OUTBOUND_ALLOW"] = [inside.address]
+        found = discover(inside.url())
+        assert found.status_code == 200 and "https://idp.example.edu/t" in found.get_data(as_text=True)
 
 
 def test_secret_never_leaves_encrypted_storage(app, client, north, login, run_worker, caplog):
@@ -290,3 +326,13 @@ def test_secret_never_leaves_encrypted_storage(app, client, north, login, run_wo
     else:
         rows = db.session.execute(db.text("SELECT auth::text, auth_secrets FROM institution")).all()
         assert rows and not any(SECRET in "".join(row) for row in rows)
+
+
+def test_the_demo_login_needs_the_operators_policy(client, north, create_institution, create_user, api_headers):
+    """JupyterHub's dummy login admits anyone: an admin cannot choose it unless the operator's policy allows it."""
+    south = create_institution("south")
+    admin = api_headers(create_user("institution_admin", institution=south))
+    refused = put_config(client, admin, {"authenticator_class": "dummy", "allow_all": True}, slug="south")
+    errors = refused.get_json()["errors"]["json"]
+    assert refused.status_code == 422 and "operator's policy" in errors["auth.authenticator_class"][0], errors
+    assert db.session.get(Institution, south.id).auth == {}

@@ -23,9 +23,14 @@ def post_form(client, path, data, page=None):
 def test_create_hub_through_the_form_then_watch_its_operation(operator_client, run_worker):
     response = post_form(operator_client, "/hubs/new", {"slug": "north-lab", "institution": "north",
                                                        "cluster": "fast"})
-    assert response.status_code == 302 and response.headers["Location"] == "/hubs/north-lab"
+    # North has configured no login: the answer shows the hub's first admin credential, once, never cached
+    assert response.status_code == 201 and response.headers["Cache-Control"] == "no-store"
+    created = response.get_data(as_text=True)
+    assert "<code>first-admin</code>" in created and 'href="/hubs/north-lab"' in created
+    password = re.search(r"<dt>Password</dt><dd><code>([^<]+)</code>", created).group(1)
     page = operator_client.get("/hubs/north-lab").get_data(as_text=True)
     assert 'hx-trigger="every 1s"' in page  # the live log polls while the operation is queued
+    assert password not in page and "Closed: only the hub&#39;s first admin" in page
     run_worker()
     page = operator_client.get("/hubs/north-lab").get_data(as_text=True)
     assert "deployed north-lab" in page and 'hx-trigger="every 1s"' not in page

@@ -146,12 +146,9 @@ def test_rollout_pages(client, fleet, create_user, login, app, run_worker):
     assert "hub-4" not in page  # south is not targeted
 
 
-def test_pinned_hubs_do_not_follow_their_channel(app, client, fleet, run_worker, create_user, api_headers):
+def test_pinned_hubs_do_not_follow_their_channel(app, client, fleet, run_worker):
     client.patch("/api/v1/hubs/hub-0", json={"pinned": True}, headers=fleet)
     client.patch("/api/v1/hubs/hub-1", json={"channel": "beta"}, headers=fleet)
-    admin = api_headers(create_user("institution_admin", institution=db.session.execute(
-        db.select(Hub).filter_by(slug="hub-2")).unique().scalar_one().institution))
-    assert client.patch("/api/v1/hubs/hub-2", json={"canary": True}, headers=admin).status_code == 403
     client.post("/api/v1/releases", json={"name": "new-2", "jupyterhub_version": "6.1.1"}, headers=fleet)
     body = client.post("/api/v1/rollouts", json={"release": "new-2", "target": {"channel": "stable"},
                                                  "gate_seconds": 0, "start": True}, headers=fleet).get_json()
@@ -327,14 +324,15 @@ def test_every_bad_target_or_number_is_a_field_error_and_changes_nothing(client,
         payload = {"release": "new-2", "target": {"channel": "stable"}, **change}
         answer = client.post("/api/v1/rollouts", json=payload, headers=fleet)
         assert answer.status_code == 422, (change, answer.get_data(as_text=True))
-        assert set(answer.get_json()["errors"]["json"]) == {field}, change
+        named = set(answer.get_json()["errors"]["json"])  # the field, or the part of it that is wrong
+        assert len(named) == 1 and (named == {field} or next(iter(named)).startswith(field + ".")), (change, named)
     # the bad value is named, cut short
     answer = client.post("/api/v1/rollouts", json={"release": "new-2", "target": {"hubs": ["hub-0", "nowhere"]}},
                          headers=fleet)
     assert answer.get_json()["errors"]["json"]["target"] == ["There is no hub named 'nowhere'."]
     answer = client.post("/api/v1/rollouts", json={"release": "new-2", "target": {"channel": 10 ** 400}},
                          headers=fleet)
-    assert answer.get_json()["errors"]["json"]["target"][0].startswith("There is no channel 1000")
+    assert answer.get_json()["errors"]["json"]["target.channel"] == ["Use a number that fits in 64 bits."]
     assert db.session.query(Rollout).count() == 0 and db.session.query(RolloutHub).count() == 0
     assert client.get(f"/api/v1/rollouts/{2 ** 70}", headers=fleet).status_code == 404
     assert client.post(f"/api/v1/rollouts/{2 ** 70}/start", headers=fleet).status_code == 404
