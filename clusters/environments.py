@@ -8,13 +8,21 @@ by whoever builds it), ``.V.log`` (the last build's pip output) and ``.V.failed`
 build runs either inline (:func:`python_for`, for a hub deploy) or detached (:func:`start_build`, so a worker is not
 held for minutes); both take the same lock, so any number of workers and builds never build one version twice at once.
 
+Environments are for everyone: hub users' system accounts run their servers with them, so ``<root>`` is mode 0755,
+builds run with umask 022, whatever the console's umask, and an environment is made from a Python other accounts may
+run (:func:`base_python`).  Where the console's own Python is out of their reach (under a private home, say),
+:func:`python_for` with ``shared`` gives an environment even for the installed version.
+
 Run as a script (``python environments.py build VERSION ROOT``) it is the detached builder; it then imports nothing
 but the standard library.
 """
 from __future__ import annotations
 
 import fcntl
+import os
 import re
+import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -32,6 +40,34 @@ _builds: dict[str, subprocess.Popen] = {}  # detached builders this process star
 
 class EnvironmentSetupError(RuntimeError):
     """The environment for a JupyterHub version could not be created, or the package index could not be asked."""
+
+
+def _public_root(root: str | Path) -> None:
+    """Make ``root`` (mode 0755: hub users' accounts run what is in it)."""
+    Path(root).mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(root, 0o755)
+
+
+def unreachable(program: str | Path) -> Path | None:
+    """The first directory on the way to ``program`` that other accounts may not pass, or None."""
+    for candidate in {Path(program), Path(program).resolve()}:
+        for directory in reversed(candidate.parents):
+            if not directory.stat().st_mode & stat.S_IXOTH:
+                return directory
+    return None
+
+
+def base_python() -> str:
+    """The interpreter environments are made from: this one, or, when other accounts cannot run it, the system's
+    Python of the same version.  Raises EnvironmentSetupError when there is none."""
+    if unreachable(sys.executable) is None:
+        return sys.executable
+    name = f"python{sys.version_info.major}.{sys.version_info.minor}"
+    found = shutil.which(name, path="/usr/local/bin:/usr/bin:/bin")
+    if found and unreachable(found) is None:
+        return found
+    raise EnvironmentSetupError(f"hub users' accounts cannot run {sys.executable} (other users may not pass "
+                                f"{unreachable(sys.executable)}) and there is no {name} they may run")
 
 
 def installed_jupyterhub() -> str:
@@ -61,14 +97,14 @@ def _build(jupyterhub_version: str, root: str | Path, log: Callable[[str], None]
     python = paths["env"] / "bin" / "python"
     paths["failed"].unlink(missing_ok=True)
     log(f"creating the environment for JupyterHub {jupyterhub_version} in {paths['env']} (once per version)")
-    steps = ([sys.executable, "-m", "venv", "--clear", str(paths["env"])],
+    steps = ([base_python(), "-m", "venv", "--clear", str(paths["env"])],
              [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--progress-bar", "off",
               f"jupyterhub=={jupyterhub_version}", *COMPANIONS])
     with open(paths["log"], "w") as out:
         for step in steps:
             out.write("$ " + " ".join(step) + "\n")
             out.flush()
-            result = subprocess.run(step, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            result = subprocess.run(step, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, umask=0o022)
             out.write(result.stdout)
             if result.returncode != 0:
                 reason = f"could not install JupyterHub {jupyterhub_version}: {last_words(result.stdout)}"
@@ -78,23 +114,31 @@ def _build(jupyterhub_version: str, root: str | Path, log: Callable[[str], None]
     log(f"environment for JupyterHub {jupyterhub_version} ready")
 
 
-def python_for(jupyterhub_version: str | None, root: str | Path, log: Callable[[str], None]) -> str:
-    """The interpreter whose environment runs ``jupyterhub_version`` (None: the installed one).
+def python_for(jupyterhub_version: str | None, root: str | Path, log: Callable[[str], None],
+               shared: bool = False) -> str:
+    """The interpreter whose environment runs ``jupyterhub_version`` (None: the installed one); with ``shared``, one
+    that other accounts may run too.
 
     Creates the environment the first time (a minute or so of pip), waiting for a build another process runs; safe
     to call twice and from two workers at once.  Raises EnvironmentSetupError with pip's last words when the version
     cannot be installed.
     """
     if not jupyterhub_version or jupyterhub_version == installed_jupyterhub():
-        return sys.executable
+        if not shared or unreachable(sys.executable) is None:
+            return sys.executable
+        jupyterhub_version = installed_jupyterhub()
     paths = _paths(jupyterhub_version, root)
     python = str(paths["env"] / "bin" / "python")
-    if paths["ready"].exists():
+
+    def usable() -> bool:  # an environment made before there were hub accounts may be out of their reach
+        return paths["ready"].exists() and not (shared and unreachable(python))
+
+    if usable():
         return python
-    Path(root).mkdir(parents=True, exist_ok=True)
+    _public_root(root)
     with open(paths["lock"], "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not paths["ready"].exists():
+        if not usable():
             _build(jupyterhub_version, root, log)
     return python
 
@@ -107,7 +151,7 @@ def start_build(jupyterhub_version: str, root: str | Path) -> bool:
     :func:`build_state`.
     """
     paths = _paths(jupyterhub_version, root)
-    Path(root).mkdir(parents=True, exist_ok=True)
+    _public_root(root)
     with open(paths["lock"], "w") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)

@@ -1,10 +1,17 @@
 """The ``local`` backend: every hub is a real JupyterHub process on this machine.
 
-Each hub gets a directory ``<root>/<slug>/`` holding a fixed ``jupyterhub_config.py``, the rendered
-``settings.json`` (ports, paths, the console's service token; mode 0600), JupyterHub's own SQLite database, its cookie
-secret, users' home directories and ``hub.log``.  JupyterHub starts configurable-http-proxy itself; single-user
-servers run as the hub's own OS user (JupyterHub's ``SimpleLocalProcessSpawner``), with ``--allow-root`` when that
-user is root.
+Each hub gets a directory ``<root>/<slug>/`` (mode 0700) holding a fixed ``jupyterhub_config.py``, the rendered
+``settings.json`` (ports, paths, the console's service token), JupyterHub's own SQLite database, its cookie secret and
+``hub.log``, each of mode 0600.  JupyterHub starts configurable-http-proxy itself.
+
+Hub users are kept apart the way The Littlest JupyterHub does it.  When the console runs as root, every hub user's
+server runs as a system account of its own (``hf-<hub>-<user>-<hash>``, created at the user's first start by the
+hub's ``SystemAccountSpawner``, see ``local_jupyterhub_config.py``), with a home of mode 0700 under ``homes``
+(``/home``); the account's comment names the hub's directory, which is how ``remove`` finds and deletes the accounts
+(their processes killed, their homes removed).  Such users read nothing of the console (its data directory is 0711,
+everything in it 0600/0700 but the release environments) nor of another hub or user.  Without root no account can be
+made: servers then run as the console's own user, so the hub serves one person (the first who starts a server) on
+127.0.0.1 only, and its status says why.
 
 Every process that belongs to a hub (JupyterHub, its proxy, its single-user servers) carries the environment variable
 ``HUBFLEET_HUB_DIR=<its directory>``.  That marker, not a remembered pid, is how the backend finds a hub's processes:
@@ -18,6 +25,7 @@ import fcntl
 import itertools
 import json
 import os
+import pwd
 import re
 import secrets
 import shutil
@@ -33,7 +41,8 @@ import httpx
 import psutil
 
 from clusters.base import BackendError, HubSpec, HubStatus, Log, register
-from clusters.environments import EnvironmentSetupError, python_for
+from clusters.environments import EnvironmentSetupError, python_for, unreachable
+from clusters.synthetic import CHECK_USER
 
 MARKER = "HUBFLEET_HUB_DIR"
 SERVICE_NAME = "hubfleet"
@@ -44,7 +53,11 @@ CHECK_SERVICE = "hubfleet-check"
 CHECK_SCOPES = ["admin:users", "admin:servers", "read:users", "read:servers"]
 PROBE_TIMEOUT = 2.0
 # Setting names whose values are secrets: never copied out of the hub's directory.
-SECRET_KEYS = frozenset({"client_secret", "user_password", "api_token", "admin_password"})
+SECRET_KEYS = frozenset({"client_secret", "user_password", "api_token", "admin_password", "admin_password_hash"})
+ACCOUNT_COMMENT = "hubfleet {}"  # as local_jupyterhub_config.py marks a hub's system accounts: its directory
+SINGLE_USER = ("the console does not run as root, so it cannot create a system account per hub user: this hub "
+               "serves one person (the first to start a server), on 127.0.0.1 only")
+ACCOUNTS = "each hub user's server runs as a system account of its own"
 PORTS_PER_HUB = 3
 # The last line of a Python traceback ("ValueError: Found undefined service ...") in a hub's log.
 ERROR_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt)\b[\w.]*: \S")  # public proxy port, proxy API port, hub's internal port
@@ -76,6 +89,52 @@ def _cmdline(proc: psutil.Process) -> list[str]:
         return []
 
 
+def can_create_accounts() -> bool:
+    """Whether this process can create a system account per hub user (it runs as root, with ``useradd``)."""
+    return os.geteuid() == 0 and shutil.which("useradd") is not None
+
+
+def isolation() -> str:
+    """How local hubs started from this process keep their users apart, in a sentence for a person."""
+    return ACCOUNTS if can_create_accounts() else SINGLE_USER.replace("this hub serves", "each hub serves")
+
+
+def hub_accounts(hub_dir: Path | str, prefix: bool = False) -> list[pwd.struct_passwd]:
+    """The system accounts of the hub in ``hub_dir`` (with ``prefix``: of every hub under it)."""
+    comment = ACCOUNT_COMMENT.format(hub_dir)
+    return [entry for entry in pwd.getpwall()
+            if entry.pw_gecos == comment or (prefix and entry.pw_gecos.startswith(comment))]
+
+
+def remove_account(entry: pwd.struct_passwd, log: Log) -> None:
+    """Kill every process of the account, then delete it with its home."""
+    killed = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.uids().real == entry.pw_uid:
+                proc.kill()
+                killed.append(proc)
+    deadline = time.monotonic() + 5  # userdel refuses an account that still runs something
+    while any(_running(proc) for proc in killed) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done = subprocess.run(["userdel", "--remove", entry.pw_name], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True)
+    if done.returncode not in (0, 12):  # 12: its home was gone already
+        raise BackendError(f"could not remove the system account {entry.pw_name}: {done.stderr.strip()[:300]}")
+    log(f"removed the system account {entry.pw_name} and its home")
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)  # also when an older console made it
+
+
+def _private_file(path: Path, mode: str = "w"):
+    """Open ``path`` for writing ("w") or appending ("a"), created with mode 0600."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if mode.startswith("a") else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o600), mode)
+
+
 def _default_proxy_command() -> str:
     found = Path(__file__).resolve().parent.parent / "node_modules" / ".bin" / "configurable-http-proxy"
     if found.exists():
@@ -88,17 +147,20 @@ class LocalBackend:
     """Run hubs as local JupyterHub processes under ``root``.
 
     ``port_range`` is ``(first, last)`` inclusive; each hub takes three ports from it.  ``python`` is the interpreter
-    whose environment has JupyterHub installed (a release may name another).
+    whose environment has JupyterHub installed (a release may name another).  ``homes`` holds the home directories of
+    hub users' system accounts.  ``ip`` is where hubs serve when they have system accounts; 127.0.0.1 otherwise.
     """
 
     supervised = True  # nothing else restarts a local hub whose process died
 
     def __init__(self, root: str, port_range: tuple[int, int] | list[int] = (18000, 18999), ip: str = "127.0.0.1",
                  python: str | None = None, proxy_command: str | None = None, start_timeout: int = 60,
-                 singleuser_cmd: list[str] | None = None, environments: str | None = None):
+                 singleuser_cmd: list[str] | None = None, environments: str | None = None, homes: str = "/home"):
         self.root = Path(root)
         self.port_range = (int(port_range[0]), int(port_range[1]))
-        self.ip = ip
+        self.accounts = can_create_accounts()
+        self.ip = ip if self.accounts else "127.0.0.1"
+        self.homes = Path(homes)
         self.python = python or sys.executable
         self.proxy_command = proxy_command or _default_proxy_command()
         self.start_timeout = start_timeout
@@ -125,7 +187,16 @@ class LocalBackend:
                     yield proc
 
     def processes(self, hub_dir: Path) -> list[psutil.Process]:
-        return list(self.iter_processes(hub_dir))
+        """The hub's processes, and whatever its users' accounts run (a user may start one without the marker)."""
+        found = list(self.iter_processes(hub_dir))
+        uids = {entry.pw_uid for entry in hub_accounts(hub_dir)}
+        if uids:
+            pids = {proc.pid for proc in found}
+            for proc in psutil.process_iter():
+                with contextlib.suppress(psutil.Error):
+                    if proc.uids().real in uids and proc.pid not in pids:
+                        found.append(proc)
+        return found
 
     def _main_process(self, hub_dir: Path, pid: int | None = None) -> psutil.Process | None:
         """The hub's JupyterHub process; ``pid`` is a hint checked first to spare a scan of every process."""
@@ -167,7 +238,7 @@ class LocalBackend:
         Runs under a file lock so two workers on one machine never hand out the same port.
         """
         ports_file = hub_dir / "ports.json"
-        self.root.mkdir(parents=True, exist_ok=True)
+        _private_dir(self.root)
         with open(self.root / ".ports.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if ports_file.exists():
@@ -182,7 +253,8 @@ class LocalBackend:
             else:
                 raise BackendError(f"no free ports left in {self.port_range[0]}-{self.port_range[1]}")
             ports = dict(zip(("public", "proxy_api", "hub"), chosen))
-            ports_file.write_text(json.dumps(ports))
+            with _private_file(ports_file) as out:
+                out.write(json.dumps(ports))
             return ports
 
     # -- rendering ------------------------------------------------------------------------------------------------
@@ -210,30 +282,36 @@ class LocalBackend:
                         {"name": "hubfleet-check", "scopes": CHECK_SCOPES, "services": [CHECK_SERVICE]}])
         public_url = f"http://{self.ip}:{ports['public']}/"
         put("OAuthenticator", oauth_callback_url=f"{public_url}hub/oauth_callback")
-        settings["JupyterHub"].setdefault("spawner_class", "simple")
         put("ConfigurableHTTPProxy", api_url=f"http://127.0.0.1:{ports['proxy_api']}",
             command=[self.proxy_command], should_start=True)
-        spawner_args = list(settings.get("Spawner", {}).get("args", []))
-        if os.geteuid() == 0 and "--allow-root" not in spawner_args:
-            spawner_args.append("--allow-root")
         put("JupyterHub", upgrade_db=True)  # a newer release migrates the database (backed up before, see backup())
-        put("Spawner", cmd=self.singleuser_cmd or [python, "-m", "jupyterhub.singleuser"], args=spawner_args,
+        put("Spawner", cmd=self.singleuser_cmd or [python, "-m", "jupyterhub.singleuser"],
             environment={**settings.get("Spawner", {}).get("environment", {}), MARKER: str(hub_dir)})
-        put("SimpleLocalProcessSpawner", home_dir_template=str(hub_dir / "home" / "{username}"))
+        # The spawner is the backend's to choose, whatever a release says: it is what keeps users apart.
+        if self.accounts:
+            put("JupyterHub", spawner_class="hubfleet-accounts")
+            put("SystemAccountSpawner", hub_slug=spec.slug, hub_dir=str(hub_dir), home_root=str(self.homes))
+        else:
+            put("JupyterHub", spawner_class="hubfleet-one-person")
+            put("OnePersonSpawner", owner_file=str(hub_dir / "owner"), exempt=[CHECK_USER],
+                home_dir_template=str(hub_dir / "home" / "{username}"))
         return settings
 
     def _python(self, spec: HubSpec, log: Log) -> str:
-        if spec.jupyterhub_version is None:
+        """The hub's interpreter: with system accounts, one they may run (an environment, if need be)."""
+        if spec.jupyterhub_version is None and (not self.accounts or self.python != sys.executable):
             return self.python
         try:
-            return python_for(spec.jupyterhub_version, self.environments, log)
+            return python_for(spec.jupyterhub_version, self.environments, log, shared=self.accounts)
         except EnvironmentSetupError as exc:
             raise BackendError(str(exc)) from None
 
     def _write_settings(self, spec: HubSpec, hub_dir: Path, python: str) -> tuple[dict, bool]:
         """Write settings.json for ``spec``; returns (ports, changed)."""
-        hub_dir.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(Path(__file__).with_name("local_jupyterhub_config.py"), hub_dir / "jupyterhub_config.py")
+        _private_dir(self.root)
+        _private_dir(hub_dir)
+        with _private_file(hub_dir / "jupyterhub_config.py") as out:
+            out.write(Path(__file__).with_name("local_jupyterhub_config.py").read_text())
         ports = self._allocate_ports(hub_dir)
         token = self._read_token(hub_dir) or secrets.token_hex(32)
         check_token = self._read_token(hub_dir, CHECK_SERVICE) or secrets.token_hex(32)
@@ -242,8 +320,7 @@ class LocalBackend:
                          sort_keys=True)
         old = settings_file.read_text() if settings_file.exists() else None
         if new != old:
-            fd = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
+            with _private_file(settings_file) as out:
                 out.write(new)
         return ports, new != old
 
@@ -261,7 +338,8 @@ class LocalBackend:
     # -- the interface --------------------------------------------------------------------------------------------
 
     def _state(self, hub_dir: Path, ports: dict[str, int], pid: int | None) -> dict:
-        return {"dir": str(hub_dir), "ports": ports, "pid": pid, "url": f"http://{self.ip}:{ports['public']}/"}
+        return {"dir": str(hub_dir), "ports": ports, "pid": pid, "url": f"http://{self.ip}:{ports['public']}/",
+                "isolation": "system accounts" if self.accounts else "single-user"}
 
     def deploy(self, spec: HubSpec, state: dict, log: Log) -> dict:
         hub_dir = self.hub_dir(spec.slug)
@@ -285,7 +363,8 @@ class LocalBackend:
         hub_dir = self._dir_of(state)
         database = hub_dir / "jupyterhub.sqlite"
         target = hub_dir / "backups" / f"{name}.sqlite"
-        target.parent.mkdir(exist_ok=True)
+        _private_dir(target.parent)
+        target.touch(mode=0o600)
         # SQLite's online backup: consistent even while JupyterHub writes
         with contextlib.closing(sqlite3.connect(database)) as source, \
                 contextlib.closing(sqlite3.connect(target)) as copy:
@@ -304,6 +383,10 @@ class LocalBackend:
         busy = [p for p in ports.values() if not self._wait_port_free(p)]
         if busy:
             raise BackendError(f"ports {busy} are in use by another program; cannot start the hub")
+        blocked = unreachable(python) if self.accounts else None
+        if blocked is not None:
+            raise BackendError(f"hub users' accounts could not run {python}: other users may not pass {blocked} "
+                               f"(make it at least mode 0711)")
         # The console's own settings (database URL, secret key) are none of the hub's business.
         env = {k: v for k, v in os.environ.items() if not k.startswith("HUBFLEET_")}
         env[MARKER] = str(hub_dir)
@@ -311,13 +394,15 @@ class LocalBackend:
         env["PATH"] = os.pathsep.join([str(Path(self.proxy_command).parent), str(Path(python).parent),
                                        env.get("PATH", "")])
         env.pop("JUPYTERHUB_API_TOKEN", None)
-        with open(hub_dir / "hub.log", "ab") as out:
+        with _private_file(hub_dir / "hub.log", "ab") as out:
             proc = subprocess.Popen(
                 [python, "-m", "jupyterhub", "-f", str(hub_dir / "jupyterhub_config.py")],
                 cwd=hub_dir, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                umask=0o077,  # what JupyterHub writes (its database, cookie secret) is its own
                 start_new_session=True)  # its own process group: a console exit or Ctrl-C does not reach it
         _children[str(hub_dir)] = proc
         log(f"started JupyterHub (pid {proc.pid}) on {self.ip}:{ports['public']}, log {hub_dir / 'hub.log'}")
+        log(ACCOUNTS if self.accounts else SINGLE_USER)
         return self._state(hub_dir, ports, proc.pid)
 
     def _wait_port_free(self, port: int, timeout: float = 5.0) -> bool:
@@ -384,6 +469,8 @@ class LocalBackend:
             log("the hub was never deployed; nothing to remove")
             return
         self._stop(hub_dir, log)
+        for entry in hub_accounts(hub_dir):
+            remove_account(entry, log)
         if hub_dir.exists():
             shutil.rmtree(hub_dir)
             log(f"removed {hub_dir}")
@@ -407,7 +494,8 @@ class LocalBackend:
             page = httpx.get(url + "hub/api/users", params={"limit": 1}, timeout=PROBE_TIMEOUT,
                              headers={**headers, "Accept": "application/jupyterhub-pagination+json"})
             users = page.json()["_pagination"]["total"]
-        return HubStatus(running=True, ready=True, url=url, version=version, users=users)
+        return HubStatus(running=True, ready=True, url=url, version=version, users=users,
+                         message=SINGLE_USER if state.get("isolation") == "single-user" else "")
 
     def alive(self, state: dict) -> bool | None:
         hub_dir = self._dir_of(state)

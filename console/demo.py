@@ -1,4 +1,9 @@
-"""``hubfleet demo``: a fleet to look at on one machine, with real local JupyterHubs."""
+"""``hubfleet demo``: a fleet to look at on one machine, with real local JupyterHubs.
+
+The demo alone opts into JupyterHub's dummy login (any username, any password): its institutions configure it as an
+institution admin would, and its cluster serves on 127.0.0.1 only.  Any other new hub is closed until its
+institution configures a login.
+"""
 from __future__ import annotations
 
 import secrets
@@ -6,6 +11,7 @@ import secrets
 from console.extensions import db
 from console.models import OPERATOR, Cluster, Hub, Institution, User
 from console.services import clusters as cluster_service
+from console.services import config as config_service
 from console.services import hubs as hub_service
 from console.services.institutions import create_institution
 from console.services.users import create_user, set_password
@@ -16,6 +22,8 @@ INSTITUTIONS = [
     ("north-college", "North Valley College", "north-lab", "admin@north-college.demo"),
     ("lakeside-university", "Lakeside University", "lakeside-lab", "admin@lakeside-university.demo"),
 ]
+DEMO_LOGIN = {"authenticator_class": "dummy", "allow_all": True}
+DEMO_IP = "127.0.0.1"
 
 
 def _account(email: str, role: str, institution: str | None) -> tuple[str, str]:
@@ -42,6 +50,11 @@ def seed(app) -> list[tuple[str, str, str]]:
     for slug, name, hub_slug, admin_email in INSTITUTIONS:
         if not db.session.execute(db.select(Institution.id).filter_by(slug=slug)).first():
             create_institution(operator, slug, name)
+        institution = db.session.execute(db.select(Institution).filter_by(slug=slug)).scalar_one()
+        if not institution.auth:
+            config_service.set_policy(operator, institution, {**config_service.policy_of(institution),
+                                                              "open_login_allowed": True})
+            config_service.apply(operator, institution, DEMO_LOGIN, {})
         accounts.append((f"{name} admin", *_account(admin_email, "institution_admin", slug)))
         live = db.session.execute(db.select(Hub.id).where(Hub.slug == hub_slug, Hub.state != "deleted")).first()
         if not live:
@@ -58,7 +71,7 @@ def provision_local_cluster(app, operator: User) -> Cluster:
 
     cluster = db.session.execute(db.select(Cluster).filter_by(name="local")).scalar_one_or_none()
     if cluster is not None and cluster.state == "ready":
-        return cluster
+        return _on_loopback(cluster)
     if cluster is None:
         first, last = app.config["LOCAL_PORT_RANGE"]
         cluster = cluster_service.provision(operator, "local", {"name": "local", "port_first": first,
@@ -75,6 +88,15 @@ def provision_local_cluster(app, operator: User) -> Cluster:
     if cluster.state != "ready":
         raise RuntimeError(f"the demo cluster could not be provisioned (it is {cluster.state}); "
                            f"see its operations with `hubfleet serve`")
+    return _on_loopback(cluster)
+
+
+def _on_loopback(cluster: Cluster) -> Cluster:
+    """Keep the demo's hubs, with their dummy login, on 127.0.0.1 where nobody else reaches them."""
+    settings = {**(cluster.settings or {}), "ip": DEMO_IP}
+    if settings != cluster.settings:
+        cluster.settings = settings
+        db.session.commit()
     return cluster
 
 
@@ -82,7 +104,9 @@ def banner(host: str, port: int, accounts) -> str:
     lines = ["", f"Hubfleet console: http://{host}:{port}/", ""]
     lines += [f"  {who:<28} {email:<36} password: {password}" for who, email, password in accounts]
     lines += ["", "The two demo hubs start in the background; their URLs appear on the fleet page.",
-              "Log into a demo hub with any username and any password (JupyterHub's dummy authenticator).",
+              f"Demo hubs serve on {DEMO_IP} only, with JupyterHub's dummy login: any username and any password "
+              f"get in.",
+              "Outside the demo a new hub admits nobody until its institution configures a login.",
               "Ctrl-C stops the console and the demo hubs; run the same command again to bring them back.", ""]
     return "\n".join(lines)
 

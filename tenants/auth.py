@@ -3,16 +3,42 @@
 Secrets (``client_secret``, ``user_password``) are kept apart from the rest: callers store them encrypted and never
 show them.  A config that lets nobody in is refused: with JupyterHub 5 and OAuthenticator 16+ ``allow_all`` defaults
 to False, so an authenticator with no allow rule admits no one, which is always a mistake.
+
+Until its institution configures a login a hub is ``closed``: it admits nobody but its first admin, a username and
+password generated when the hub is created and shown once to its creator (:func:`first_admin`); the hub keeps only
+a hash of the password.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from secrets import token_bytes, token_urlsafe
 from typing import Any, Callable
 from urllib.parse import unquote
 
 from tenants.fields import Invalid, as_bool, as_list, as_text, as_url, is_blank
 
 SECRET_FIELDS = frozenset({"client_secret", "user_password"})
+# Never shown either, though only hashes: rendered configs and exports mask them like secrets.
+HIDDEN_FIELDS = SECRET_FIELDS | {"password_hash", "admin_password_hash"}
+
+CLOSED = "closed"  # the login of a hub whose institution configured none; not a kind an institution chooses
+CLOSED_LABEL = "Closed: only the hub's first admin, until the institution configures a login"
+FIRST_ADMIN_USERNAME = "first-admin"
+SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}  # 16 MiB, some 50 ms: one check per login attempt
+
+
+def hash_password(password: str) -> str:
+    """"scrypt$n$r$p$salt$hash" of ``password``; the hub's config file checks it (``password_matches``)."""
+    salt = token_bytes(16)
+    digest = hashlib.scrypt(password.encode(), salt=salt, **SCRYPT)
+    return "$".join(["scrypt", *(str(SCRYPT[k]) for k in "nrp"), salt.hex(), digest.hex()])
+
+
+def first_admin() -> tuple[dict[str, str], str]:
+    """A new hub's first admin: ({"username", "password_hash"} to keep, the password to show once)."""
+    password = token_urlsafe(18)
+    return {"username": FIRST_ADMIN_USERNAME, "password_hash": hash_password(password)}, password
 
 
 @dataclass(frozen=True)
@@ -165,6 +191,14 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
               required=True, kind="secret"), *COMMON), ("allowed_users",)),
 )}
 
+def login_label(authenticator_class: str | None) -> str:
+    """How a page names a hub's login."""
+    if authenticator_class == CLOSED:
+        return CLOSED_LABEL
+    kind = KINDS.get(authenticator_class or "")
+    return kind.label if kind else str(authenticator_class)
+
+
 NOBODY = ("With allow_all off and no allowed users, groups or organizations, nobody could log in. "
           "Turn on allow_all or list who may log in.")
 
@@ -231,7 +265,15 @@ def _admits_someone(kind: Kind, clean: dict[str, Any]) -> bool:
 
 
 def authenticator_sections(auth: dict[str, Any], secrets: dict[str, str]) -> dict[str, dict[str, Any]]:
-    """Traitlets sections for a validated auth config plus its secrets; pure."""
+    """Traitlets sections for a validated auth config plus its secrets, or for a closed hub's
+    (``{"authenticator_class": "closed", "first_admin": {...} or absent}``); pure."""
+    if auth["authenticator_class"] == CLOSED:
+        admin = auth.get("first_admin") or {}
+        names = [admin["username"]] if admin else []
+        return {"JupyterHub": {"authenticator_class": "hubfleet-first-admin"},
+                "FirstAdminAuthenticator": {"admin_username": admin.get("username", ""),
+                                            "admin_password_hash": admin.get("password_hash", ""),
+                                            "admin_users": names, "allowed_users": names}}
     kind = KINDS[auth["authenticator_class"]]
     values = {**{k: v for k, v in auth.items() if k != "authenticator_class"}, **secrets}
     if not values.get("manage_groups"):

@@ -6,7 +6,7 @@ from typing import Any
 
 # What a hub gets when nobody said otherwise: the platform release's own layer.
 RELEASE_DEFAULTS: dict[str, Any] = {
-    "auth": {"authenticator_class": "dummy", "allow_all": True},
+    "auth": {"authenticator_class": "closed"},  # nobody but the hub's first admin (tenants/auth.py)
     "environment": {
         "image": "quay.io/jupyter/scipy-notebook:2025-01-06",
         "default_url": "/lab",

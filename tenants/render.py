@@ -14,7 +14,7 @@ import copy
 import sys
 from typing import Any
 
-from tenants.auth import SECRET_FIELDS, authenticator_sections
+from tenants.auth import HIDDEN_FIELDS, authenticator_sections
 from tenants.environment import split_image
 
 MASK = "********"
@@ -92,7 +92,7 @@ def render_z2jh(config: dict[str, Any], secrets: dict[str, str], hub_url: str | 
 def mask_secrets(rendered: Any, label: str = MASK) -> Any:
     """A copy of a rendered config with every secret value replaced by ``label``; pure."""
     if isinstance(rendered, dict):
-        return {k: (label if k in SECRET_FIELDS | {"api_token"} and isinstance(v, str) else mask_secrets(v, label))
+        return {k: (label if k in HIDDEN_FIELDS | {"api_token"} and isinstance(v, str) else mask_secrets(v, label))
                 for k, v in rendered.items()}
     if isinstance(rendered, list):
         return [mask_secrets(v, label) for v in rendered]

@@ -48,3 +48,12 @@ def test_one_build_at_a_time_detached_or_inline(tmp_path):
     thread.join(150)
     assert inline["error"].startswith("could not install JupyterHub 9.9.9")
     assert "No matching distribution found for jupyterhub==9.9.9" in environments.build_log("9.9.9", root).read_text()
+
+
+def test_environments_are_made_from_a_python_every_account_may_run(tmp_path):
+    private = tmp_path / "private" / "bin"
+    private.mkdir(parents=True)
+    (tmp_path / "private").chmod(0o700)
+    assert environments.unreachable(private / "python") is not None  # a directory on the way is closed to others
+    assert environments.unreachable("/usr/bin/env") is None
+    assert environments.unreachable(environments.base_python()) is None

@@ -3,8 +3,16 @@
 No console and no database: what the backend promises to whoever drives it.  How long a stop takes is measured by
 ``tests/perf/bench_local_stop.py``; here a stop must end every process without having to kill one.
 """
+import contextlib
+import json
 import os
+import pwd
+import re
+import shutil
 import signal
+import stat
+import subprocess
+import tempfile
 from pathlib import Path
 
 import httpx
@@ -13,30 +21,40 @@ import psutil
 import pytest
 
 from clusters.base import HubSpec
-from clusters.local import LocalBackend
+from clusters.local import MARKER, LocalBackend, hub_accounts, remove_account
+from tenants.auth import first_admin
 from tenants.layering import layered
 from tenants.render import render_local
+from tests.e2e.helpers import login_and_start_server
 from tests.helpers import port_open, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
 # HUBFLEET_TEST_PORTS="first-last" keeps suites run side by side on one machine off each other's ports
 PORTS = [int(p) for p in os.environ.get("HUBFLEET_TEST_PORTS", "21000-21999").split("-")]
+# Where hub users' accounts cannot run this Python, hubs run from an environment: built once, kept across runs
+ENVIRONMENTS = os.environ.get("HUBFLEET_TEST_ENVIRONMENTS",
+                              str(Path(tempfile.gettempdir()) / "hubfleet-test-environments"))
 
 
-def spec(slug: str, **extra) -> HubSpec:
-    """The hub a new institution gets (dummy login, the idle culler as a managed service), plus ``extra`` sections."""
-    config = render_local(layered(None, None, None, None), {})
-    return HubSpec(slug=slug, institution="north", config={**config, **extra})
+def spec(slug: str, admin: dict | None = None, **extra) -> HubSpec:
+    """The hub a new institution gets (closed: only ``admin``, its first admin, may log in; the idle culler as a
+    managed service), plus ``extra`` sections."""
+    config = layered(None, None, None, None)
+    if admin:
+        config["auth"]["first_admin"] = admin
+    return HubSpec(slug=slug, institution="north", config={**render_local(config, {}), **extra})
 
 
 @pytest.fixture
 def backend(tmp_path):
-    backend = LocalBackend(str(tmp_path / "hubs"), port_range=PORTS)
+    backend = LocalBackend(str(tmp_path / "hubs"), port_range=PORTS, environments=ENVIRONMENTS)
     yield backend
     for hub_dir in (tmp_path / "hubs").glob("*"):  # a failing test leaves no process behind
         if hub_dir.is_dir():
             backend._stop(hub_dir, lambda line: None)
+    for account in hub_accounts(tmp_path, prefix=True):  # nor a system account
+        remove_account(account, lambda line: None)
 
 
 def ready(backend, state):
@@ -170,3 +188,111 @@ def test_a_hub_that_died_says_with_which_error_and_never_shows_its_secrets(backe
     assert "last lines of its log:\n" in status.message and "raise ValueError(" in status.message
     assert "s3cr3t-value" not in status.message and "********" in status.message
     assert "x" * 301 not in status.message
+
+
+def log_in(url: str, username: str, password: str) -> httpx.Response:
+    """POST the hub's login form as a browser does; the answer, redirects not followed."""
+    with httpx.Client(base_url=url, timeout=10) as browser:
+        form = browser.get("hub/login")
+        xsrf = re.search(r'name="_xsrf" value="([^"]+)"', form.text).group(1)
+        return browser.post("hub/login", data={"username": username, "password": password, "_xsrf": xsrf})
+
+
+def test_a_hub_without_a_login_of_its_institution_admits_nobody_but_its_first_admin(backend):
+    admin, password = first_admin()
+    state = backend.deploy(spec("north-lab", admin), {}, lambda line: None)
+    ready(backend, state)
+    for username, attempt in [("ada", "anything"), ("admin", "admin"), ("root", ""), ("first-admin", "guess"),
+                              ("first-admin", password[:-1]), ("ada", password)]:
+        refused = log_in(state["url"], username, attempt)
+        assert refused.status_code == 403 and "Invalid username or password" in refused.text, (username, attempt)
+    admitted = log_in(state["url"], admin["username"], password)
+    assert admitted.status_code == 302 and admitted.headers["location"].startswith("/hub/")
+    settings = Path(state["dir"], "settings.json").read_text()
+    assert password not in settings and admin["password_hash"] in settings  # only the hash is kept
+
+    # without a first admin (a hub made before there was one), nobody at all
+    again = backend.deploy(spec("north-lab"), state, lambda line: None)
+    ready(backend, again)
+    assert log_in(again["url"], admin["username"], password).status_code == 403
+
+
+def test_hub_files_are_the_consoles_alone(backend):
+    state = backend.deploy(spec("north-lab"), {}, lambda line: None)
+    ready(backend, state)
+    backend.backup(state, "before-upgrade", lambda line: None)
+    hub_dir = Path(state["dir"])
+    assert stat.S_IMODE(backend.root.stat().st_mode) == 0o700
+    modes = {str(path.relative_to(hub_dir)): stat.S_IMODE(path.stat().st_mode)
+             for path in [hub_dir, *hub_dir.rglob("*")]}
+    assert {"settings.json", "jupyterhub_config.py", "hub.log", "jupyterhub.sqlite", "jupyterhub_cookie_secret",
+            "ports.json", "backups/before-upgrade.sqlite"} <= set(modes)
+    assert {name: mode for name, mode in modes.items() if mode != (0o700 if (hub_dir / name).is_dir() else 0o600)} \
+        == {}
+
+
+DEPLOY_AS_ANOTHER_USER = """
+import json, sys
+from clusters.base import HubSpec
+from clusters.local import LocalBackend, isolation
+root, first, last, spec = json.loads(sys.stdin.read())
+backend = LocalBackend(root, port_range=(first, last), ip="0.0.0.0")
+state = backend.deploy(HubSpec(**spec), {}, lambda line: print(line, file=sys.stderr))
+print(json.dumps({"state": state, "accounts": backend.accounts, "cluster_page": isolation()}))
+"""
+
+
+@pytest.fixture
+def unprivileged(tmp_path):
+    """A system account to run a console without root, and a directory of its own that every account may pass."""
+    name = f"hf-test-{os.getpid()}-{tmp_path.name[-8:]}"[:32]
+    subprocess.run(["useradd", "--comment", f"hubfleet {tmp_path}/console", "--no-create-home", "--shell",
+                    "/usr/sbin/nologin", "--user-group", name], check=True)
+    home = Path(tempfile.mkdtemp(prefix="hubfleet-single-user-"))
+    home.chmod(0o755)
+    entry = pwd.getpwnam(name)
+    os.chown(home, entry.pw_uid, entry.pw_gid)
+    yield entry, home
+    for proc in psutil.process_iter():  # the hub it started: root may stop it
+        with contextlib.suppress(psutil.Error):
+            if proc.environ().get(MARKER, "").startswith(str(home)):
+                proc.kill()
+    shutil.rmtree(home, ignore_errors=True)  # its account goes with the backend fixture's cleanup
+
+
+def test_without_root_a_hub_serves_one_person_on_loopback_and_says_so(backend, unprivileged):
+    entry, home = unprivileged
+    admin, password = first_admin()
+    hub_spec = spec("north-lab", admin)
+    for key in ("services", "load_roles"):  # the idle culler runs with this Python, which that user may not run
+        hub_spec.config["JupyterHub"].pop(key)
+    deployed = subprocess.run(
+        [str(Path(backend._python(hub_spec, lambda line: None))), "-c", DEPLOY_AS_ANOTHER_USER],
+        input=json.dumps([str(home / "hubs"), *PORTS, hub_spec.__dict__]), capture_output=True, text=True,
+        user=entry.pw_uid, group=entry.pw_gid, extra_groups=[], cwd=home, timeout=60,
+        env={"PATH": os.environ["PATH"], "HOME": str(home), "PYTHONPATH": str(Path(__file__).parents[2])})
+    assert deployed.returncode == 0, deployed.stderr
+    result = json.loads(deployed.stdout)
+    state = result["state"]
+    assert result["accounts"] is False and state["isolation"] == "single-user"
+    assert result["cluster_page"].endswith("each hub serves one person (the first to start a server), on 127.0.0.1 only")
+    assert state["url"].startswith("http://127.0.0.1:")  # asked for 0.0.0.0: loopback only, whatever it was told
+    assert "cannot create a system account per hub user" in deployed.stderr
+    status = ready(backend, state)
+    assert "serves one person (the first to start a server), on 127.0.0.1 only" in status.message
+    listening = {c.laddr.ip for c in psutil.net_connections("tcp")
+                 if c.status == psutil.CONN_LISTEN and c.laddr.port == state["ports"]["public"]}
+    assert listening == {"127.0.0.1"}
+
+    # the first admin's server runs as the console's own user; a second person's server is refused
+    lab = login_and_start_server(state["url"], admin["username"], password)
+    assert lab.status_code == 200
+    servers = [p for p in backend.processes(Path(state["dir"])) if "jupyterhub.singleuser" in " ".join(p.cmdline())]
+    assert [p.uids().real for p in servers] == [entry.pw_uid]
+    check = {"Authorization": f"token {backend.api_token(state, 'check')}"}
+    api = backend.api_url(state)
+    assert httpx.post(api + "users/ada", headers=check, timeout=10).status_code == 201
+    refused = httpx.post(api + "users/ada/server", headers=check, timeout=30)
+    progress = httpx.get(api + "users/ada/server/progress", headers=check, timeout=30)  # the hub's own words
+    assert refused.status_code == 500 and '"failed": true' in progress.text
+    assert "This hub serves one person (first-admin)" in progress.text

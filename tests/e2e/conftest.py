@@ -10,7 +10,8 @@ from console.services.institutions import ensure_local_cluster
 
 @pytest.fixture(autouse=True)
 def no_stray_hub_processes(tmp_path):
-    """Kill whatever a failed test left running under its temporary directory, so one failure stays one."""
+    """Kill whatever a failed test left running under its temporary directory and remove the system accounts its
+    hubs made, so one failure stays one."""
     yield
     for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
@@ -18,6 +19,8 @@ def no_stray_hub_processes(tmp_path):
                 proc.kill()
     for hub_dir in [d for d in local._children if d.startswith(str(tmp_path))]:
         local._children.pop(hub_dir).wait(10)  # reap what this process started
+    for account in local.hub_accounts(tmp_path, prefix=True):  # and the system accounts of its hubs' users
+        local.remove_account(account, lambda line: None)
 
 
 @pytest.fixture

@@ -44,6 +44,7 @@ def test_a_change_that_breaks_jupyterhub_stops_at_the_first_hub_and_puts_it_back
     app.config.update(PROBE_SECONDS=1, PROBE_TIMEOUT=1.5, ROLLOUT_STEP_SECONDS=0.5)
     institution = create_institution("north", "North College")
     institution.environment = {"cull_timeout": 0}  # the stored config: no idle culler
+    institution.policy = {"open_login_allowed": True}  # the change brings the dummy login
     ensure_local_cluster("local", app.config["DATA_DIR"], app.config["LOCAL_PORT_RANGE"], "127.0.0.1")
     operator = api_headers(create_user("operator"))
     admin = create_user("institution_admin", institution=institution)
@@ -90,15 +91,15 @@ def test_a_change_that_breaks_jupyterhub_stops_at_the_first_hub_and_puts_it_back
         assert "rolled back to the institution's current configuration" in op.error
         wait_for(lambda: hub("north-lab").health == "healthy", 60, what="north-lab healthy again")
         assert "config_rollout" not in hub("north-lab").spec
-        settings = settings_of("north-lab")  # its previous config: no allowed users, no culler
-        assert "allowed_users" not in settings["DummyAuthenticator"]
+        settings = settings_of("north-lab")  # its previous config: closed (only its first admin), no culler
+        assert settings["FirstAdminAuthenticator"]["allowed_users"] == ["first-admin"]
         assert "idle-culler" not in [s["name"] for s in settings["JupyterHub"]["services"]]
         assert hub("north-lab").backend_state["pid"] != pids["north-lab"]
         assert "restored the hub's database" in log  # the users the failed start wrote are gone again
         state = hub("north-lab").backend_state
         users = httpx.get(f"{state['url']}hub/api/users", timeout=10, headers={
             "Authorization": f"token {LocalBackend(root='/').api_token(state, purpose='check')}"}).json()
-        assert users == []
+        assert [user["name"] for user in users] == ["first-admin"]
         for slug in ("north-b", "north-c"):  # never touched
             assert hub(slug).backend_state["pid"] == pids[slug] and psutil.pid_exists(pids[slug])
             assert hub(slug).health == "healthy"

@@ -4,6 +4,8 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import httpx
 import pytest
@@ -17,7 +19,10 @@ pytestmark = pytest.mark.timeout(300)
 def test_demo_brings_up_two_healthy_hubs_a_student_can_use(tmp_path):
     port = 18765
     env = {**os.environ, "HUBFLEET_DATA_DIR": str(tmp_path / "demo"), "HUBFLEET_LOCAL_PORT_RANGE": "[22000, 22999]",
-           "HUBFLEET_PROBE_SECONDS": "2"}
+           "HUBFLEET_PROBE_SECONDS": "2",
+           # the environment hub users' accounts run, where they cannot run this Python: built once, kept across runs
+           "HUBFLEET_RELEASE_ENVIRONMENTS": os.environ.get(
+               "HUBFLEET_TEST_ENVIRONMENTS", str(Path(tempfile.gettempdir()) / "hubfleet-test-environments"))}
     env.pop("HUBFLEET_DATABASE_URL", None)
     with open(tmp_path / "demo.log", "wb") as out:
         demo = subprocess.Popen([sys.executable, "-m", "console.cli", "demo", "--port", str(port)], env=env,
@@ -42,6 +47,9 @@ def test_demo_brings_up_two_healthy_hubs_a_student_can_use(tmp_path):
             assert slugs == {"north-lab", "lakeside-lab"}
             hub_page = browser.get("/hubs/north-lab").text
             hub_url = re.search(r'<dt>URL</dt><dd><a href="([^"]+)"', hub_page).group(1)
+            # the demo alone opts into the dummy login, on 127.0.0.1, and says so
+            assert "Demo: any username and password" in hub_page and hub_url.startswith("http://127.0.0.1:")
+        assert "with JupyterHub's dummy login: any username and any password" in banner
         lab = login_and_start_server(hub_url, "student1", "anything")
         assert lab.status_code == 200 and "JupyterLab" in lab.text
     finally:

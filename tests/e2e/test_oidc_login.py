@@ -63,6 +63,8 @@ def test_institution_idp_login_end_to_end(app, client, running_hub, login):
     clients = [{"client_id": "north-hub", "client_secret": SECRET,
                 "redirect_uris": [hub["url"] + "hub/oauth_callback"]}]
     with OidcProvider(clients=clients, users=users) as idp:
+        # The provider serves plain http on loopback: the operator allow-lists exactly it for the console's fetches.
+        app.config["OUTBOUND_ALLOW"] = [f"127.0.0.1:{idp.port}"]
         # The institution admin configures their IdP in the console, from its discovery URL.
         login(client, admin)
         page = client.get("/institutions/north/config").get_data(as_text=True)

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.timeout(300)
 def start_worker(app, tmp_path, name):
     env = {**os.environ, "HUBFLEET_DATABASE_URL": app.config["DATABASE_URL"],
            "HUBFLEET_DATA_DIR": app.config["DATA_DIR"], "HUBFLEET_SECRET_KEY": "test-secret",
-           "HUBFLEET_LEASE_SECONDS": "3", "HUBFLEET_WORKER_POLL_SECONDS": "0.1"}
+           "HUBFLEET_LEASE_SECONDS": "3", "HUBFLEET_WORKER_POLL_SECONDS": "0.1",
+           "HUBFLEET_RELEASE_ENVIRONMENTS": app.config["RELEASE_ENVIRONMENTS"]}
     with open(tmp_path / f"{name}.log", "wb") as log:
         return subprocess.Popen([sys.executable, "-m", "console.cli", "worker"], env=env, stdout=log,
                                 stderr=subprocess.STDOUT)

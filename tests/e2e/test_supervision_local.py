@@ -64,9 +64,10 @@ def kill_hub() -> int:
     return main.pid
 
 
-def test_a_killed_hub_is_down_in_seconds_heals_by_itself_and_alerts_once(client, supervised):
+def test_a_killed_hub_is_down_in_seconds_heals_by_itself_and_alerts_once(app, client, supervised):
     headers = supervised
     with WebhookReceiver() as receiver:
+        app.config["OUTBOUND_ALLOW"] = [receiver.address]
         db.session.add(WebhookTarget(url=receiver.url, created_by="test"))
         db.session.commit()
         create_healthy(client, headers)
