@@ -46,7 +46,8 @@ class WebhookReceiver:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        self.address = f"127.0.0.1:{self.server.server_address[1]}"  # for OUTBOUND_ALLOW: plain http on loopback
+        self.url = f"http://{self.address}/hook"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     def __enter__(self):

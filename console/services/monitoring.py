@@ -6,19 +6,16 @@ from collections import defaultdict
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
-import httpx
 from clusters import health as health_rules
 from clusters import lifecycle
 from clusters.base import HubStatus
 from clusters.probe import ProbeResult, Target, sweep
 from flask import current_app
 from sqlalchemy.orm import defer, lazyload
-from werkzeug.exceptions import Forbidden
 
 from console.extensions import db
-from console.models import (OPERATION_PENDING, Alert, Cluster, Hub, HubSample, Institution, Operation, User,
-                            WebhookTarget, utcnow)
-from console.services import FieldErrors, audit, operations
+from console.models import OPERATION_PENDING, Alert, Cluster, Hub, HubSample, Operation, utcnow
+from console.services import audit, operations, webhooks
 from console.services import hubs as hub_service
 
 logger = logging.getLogger(__name__)
@@ -28,6 +25,7 @@ STABLE_AFTER_RESTART = timedelta(minutes=10)  # a restarted hub up this long has
 RAW_RETENTION = timedelta(days=1)
 HOURLY_RETENTION = timedelta(days=30)
 ALERT_KINDS = ("down", "degraded")
+NOT_DELIVERED = "No webhook took this notice yet; it is tried again."
 
 
 def probe_fleet(hubs: list[Hub]) -> dict[int, ProbeResult]:
@@ -234,33 +232,31 @@ def payload(alert: Alert, event: str) -> dict[str, Any]:
 
 
 def deliver() -> int:
-    """POST every alert and recovery not yet delivered to its webhooks; returns how many notices went out.
+    """POST every alert and recovery not yet delivered to its webhooks, signed (``console/services/webhooks.py``);
+    returns how many notices went out.
 
-    A notice that no target took is tried again on the next pass.
+    A notice that no webhook took is tried again on a later pass; its alert says so without naming a webhook (an
+    institution admin sees the alert, never the fleet's webhooks); the operator's log says which one failed and why.
     """
     pending = db.session.execute(db.select(Alert).where(
         (Alert.notified_at.is_(None)) |
         (Alert.resolved_at.is_not(None) & Alert.recovery_notified_at.is_(None)))).unique().scalars().all()
-    sent = 0
+    notices = []
     for alert in pending:
         event = "alert" if alert.notified_at is None else "recovery"
         if event == "alert" and alert.resolved_at is not None:
             alert.notified_at = alert.recovery_notified_at = utcnow()  # came and went between passes: say nothing
             continue
-        targets = db.session.execute(db.select(WebhookTarget).where(
-            (WebhookTarget.institution_id.is_(None)) |
-            (WebhookTarget.institution_id == alert.hub.institution_id))).unique().scalars().all()
-        errors = []
-        for target in targets:
-            try:
-                response = httpx.post(target.url, json=payload(alert, event), timeout=5)
-                response.raise_for_status()
-            except httpx.HTTPError as exc:
-                errors.append(f"{target.url}: {exc.__class__.__name__}")
-        if targets and len(errors) == len(targets):
-            alert.last_error = "; ".join(errors)
+        notices.append((alert, event, webhooks.targets_for(alert.hub.institution_id)))
+    taken = iter(webhooks.post_all([(target, payload(alert, event))
+                                    for alert, event, targets in notices for target in targets]))
+    sent = 0
+    for alert, event, targets in notices:
+        took = [next(taken) for _ in targets]
+        if targets and not any(took):
+            alert.last_error = NOT_DELIVERED
             continue
-        alert.last_error = "; ".join(errors)
+        alert.last_error = ""
         if event == "alert":
             alert.notified_at = utcnow()
         else:
@@ -268,20 +264,6 @@ def deliver() -> int:
         sent += 1
     db.session.commit()
     return sent
-
-
-def add_webhook(user: User, url: str | None, institution: Institution | None) -> WebhookTarget:
-    """Operators add fleet-wide or per-institution webhooks; an institution admin adds their institution's."""
-    if not user.is_operator and (institution is None or institution.id != user.institution_id):
-        raise Forbidden("institution admins add webhooks for their own institution")
-    url = (url or "").strip()
-    if not url.startswith(("http://", "https://")) or len(url) > 2000:
-        raise FieldErrors({"url": "Enter a full http:// or https:// URL."})
-    target = WebhookTarget(url=url, institution=institution, created_by=user.email)
-    db.session.add(target)
-    audit(user.email, "webhook.add", url.split("?")[0], institution.id if institution else None)
-    db.session.commit()
-    return target
 
 
 # -- charts and retention -------------------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ def test_a_sweep_records_samples_and_usage(app, fleet):
 def test_down_hub_alerts_once_then_recovers_once(app, fleet):
     hubs, _ = fleet
     with WebhookReceiver() as receiver:
+        app.config["OUTBOUND_ALLOW"] = [receiver.address]
         db.session.add(WebhookTarget(url=receiver.url, created_by="test"))
         db.session.commit()
         observe(app)
@@ -81,15 +82,16 @@ def test_down_hub_alerts_once_then_recovers_once(app, fleet):
 
 def test_an_undeliverable_alert_is_retried(app, fleet):
     hubs, _ = fleet
+    app.config["OUTBOUND_ALLOW"] = ["127.0.0.1:9"]
     db.session.add(WebhookTarget(url="http://127.0.0.1:9/nothing-listens", created_by="test"))
     db.session.commit()
     hubs.set_mode(hubs.ports[0], "refused")
     observe(app, 3)
     [alert] = db.session.execute(db.select(Alert)).unique().scalars().all()
-    assert alert.notified_at is None and "ConnectError" in alert.last_error
+    assert alert.notified_at is None and alert.last_error == monitoring.NOT_DELIVERED  # naming no webhook
 
 
-def test_metrics_exposition(client, fleet, app, create_user, api_headers, create_institution):
+def test_metrics_exposition(client, fleet, app):
     observe(app)
     response = client.get("/metrics", headers=fleet[1])
     assert response.status_code == 200
@@ -99,8 +101,6 @@ def test_metrics_exposition(client, fleet, app, create_user, api_headers, create
     assert "process_resident_memory_bytes" in {s.name for f in families.values() for s in f.samples}
     assert {s.labels["hub"]: s.value for s in families["hubfleet_hub_running_servers"].samples}["hub-2"] == 2
     assert client.get("/metrics").status_code == 401
-    admin = api_headers(create_user("institution_admin", institution=create_institution("south")))
-    assert client.get("/metrics", headers=admin).status_code == 403
 
 
 def test_charts_and_retention(app, fleet, client, login, create_user):
@@ -130,5 +130,6 @@ def test_webhooks_page(client, fleet, create_user, login, create_institution):
     bad = client.post("/alerts/webhooks", data={"csrf_token": token, "url": "ftp://x"})
     assert bad.status_code == 422 and 'id="url-error"' in bad.get_data(as_text=True)
     assert client.post("/alerts/webhooks", data={"csrf_token": token, "url": "https://hooks.example.edu/x",
-                                                 "institution": "north"}).status_code == 302
-    assert "https://hooks.example.edu/x" in client.get("/alerts").get_data(as_text=True)
+                                                 "institution": "north"}).status_code == 201
+    page = client.get("/alerts").get_data(as_text=True)
+    assert "https://hooks.example.edu/…" in page and "hooks.example.edu/x" not in page  # the path may be a token
