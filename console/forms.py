@@ -42,8 +42,10 @@ def parse_config_form(form: MultiDict) -> tuple[dict, dict, dict[str, str]]:
         if section == "auth" and name:
             auth[name] = value
         elif section == "environment" and name.startswith("profiles."):
-            _, index, field = name.split(".", 2)
-            if index.isdigit() and (field in PROFILE_FIELDS or field == "remove"):
+            _, index, field = (name.split(".", 2) + ["", ""])[:3]
+            # the form numbers its profiles 0, 1, 2...: any other key was not typed into it and is dropped
+            if index.isascii() and index.isdigit() and len(index) <= 4 and (field in PROFILE_FIELDS
+                                                                            or field == "remove"):
                 profiles.setdefault(int(index), {})[field] = value
         elif section == "environment" and name:
             environment[name] = value

@@ -154,6 +154,7 @@ def validate_environment(data: dict[str, Any], policy: dict[str, Any]) -> tuple[
         profiles = []
     elif len(profiles) > MAX_PROFILES:
         errors["profiles"] = f"At most {MAX_PROFILES} profiles."
+        profiles = []  # not checked one by one: thousands of them would cost seconds for one error
     clean["profiles"] = [_profile(p, policy, errors, f"profiles.{i}.") for i, p in enumerate(profiles)]
     names = [p.get("display_name") for p in clean["profiles"]]
     for i, name in enumerate(names):

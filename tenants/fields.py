@@ -34,8 +34,14 @@ def as_url(value: Any) -> str:
     return value
 
 
-def as_list(value: Any) -> list[str]:
-    """A list of non-empty strings, from a JSON list or a string of items separated by commas or new lines."""
+MAX_LIST_ITEMS = 10000  # names in one list (allowed users, admins, scopes...); a university's roll fits
+
+
+def as_list(value: Any, max_items: int = MAX_LIST_ITEMS) -> list[str]:
+    """A list of non-empty strings, from a JSON list or a string of items separated by commas or new lines.
+
+    Duplicates are dropped keeping the first; linear in the input (a pasted roll of 100,000 names answers at once).
+    """
     if isinstance(value, str):
         items = re.split(r"[,\n]", value)
     elif isinstance(value, (list, tuple)):
@@ -44,13 +50,15 @@ def as_list(value: Any) -> list[str]:
         items = list(value)
     else:
         raise Invalid("Enter a list of names, one per line.")
-    cleaned = []
+    cleaned: dict[str, None] = {}
     for item in (i.strip() for i in items):
-        if item and item not in cleaned:
+        if item:
             if len(item) > 255:
                 raise Invalid("Each name may have at most 255 characters.")
-            cleaned.append(item)
-    return cleaned
+            cleaned[item] = None
+            if len(cleaned) > max_items:
+                raise Invalid(f"Enter at most {max_items} names.")
+    return list(cleaned)
 
 
 def as_bool(value: Any) -> bool:
@@ -63,12 +71,17 @@ def as_bool(value: Any) -> bool:
     raise Invalid("Choose yes or no.")
 
 
-def as_number(value: Any, minimum: float = 0, integer: bool = False) -> float | int:
+MAX_NUMBER = 10**9  # more than any count, CPU or number of seconds the console configures
+
+
+def as_number(value: Any, minimum: float = 0, integer: bool = False, maximum: float = MAX_NUMBER) -> float | int:
     if isinstance(value, bool):
         raise Invalid("Enter a number.")
+    if isinstance(value, str) and len(value.strip()) > 30:
+        raise Invalid(f"Use {maximum:,} or less.")
     try:
         number = int(value) if integer else float(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise Invalid("Enter a whole number." if integer else "Enter a number.") from None
     if integer and isinstance(value, float) and value != int(value):
         raise Invalid("Enter a whole number.")
@@ -76,11 +89,14 @@ def as_number(value: Any, minimum: float = 0, integer: bool = False) -> float | 
         raise Invalid("Enter a number.")
     if number < minimum:
         raise Invalid(f"Use {minimum:g} or more.")
+    if number > maximum:
+        raise Invalid(f"Use {maximum:,} or less.")
     return int(number) if integer else (int(number) if float(number).is_integer() else number)
 
 
 _UNITS = {"": 1, "K": 10**3, "M": 10**6, "G": 10**9, "T": 10**12,
           "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+MAX_BYTES = 1000 * 10**12
 _QUANTITY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|Ti|K|M|G|T)?\s*$")
 
 
@@ -93,6 +109,8 @@ def as_quantity(value: Any) -> str:
     number, unit = match.group(1), match.group(2) or ""
     if float(number) <= 0:
         raise Invalid("Use a size above zero.")
+    if float(number) * _UNITS[unit] > MAX_BYTES:
+        raise Invalid("Use a size of at most 1000T.")
     return f"{number}{unit}"
 
 

@@ -8,20 +8,17 @@ import yaml
 from flask import current_app
 from infra import providers
 from infra.runner import TerraformRunner
-from werkzeug.exceptions import Conflict, Forbidden
+from sqlalchemy import update
+from werkzeug.exceptions import Conflict
 
 from console.lifecycles import CLUSTER
 from console.crypto import decrypt_json, encrypt_json
 from console.extensions import db
-from console.models import Cluster, Hub, Operation, User
+from console.models import OPERATION_PENDING, Cluster, Hub, Operation, User
+from console.permissions import require
 from console.services import FieldErrors, audit, operations
 
 MAX_KUBECONFIG = 256 * 1024
-
-
-def _require_operator(user: User) -> None:
-    if not user.is_operator:
-        raise Forbidden("only operators manage clusters")
 
 
 def transition(cluster: Cluster, event: str) -> None:
@@ -66,7 +63,7 @@ def provision(user: User, provider: str | None, raw: dict[str, Any], credentials
 
     Raises FieldErrors (nothing written) for bad input.  Commits.
     """
-    _require_operator(user)
+    require(user, "cluster.manage")
     name = str(raw.get("name") or "").strip()
     values, env, errors = providers.validate(provider or "", _defaults(provider or "", name, raw), credentials)
     if not errors and db.session.execute(db.select(Cluster.id).filter_by(name=values["name"])).first():
@@ -86,7 +83,7 @@ def provision(user: User, provider: str | None, raw: dict[str, Any], credentials
 def replan(user: User, cluster: Cluster, raw: dict[str, Any], credentials: dict[str, str] | None = None
            ) -> Operation:
     """Change a cluster's variables (its name stays) and queue a new plan. Blank credentials keep the stored ones."""
-    _require_operator(user)
+    require(user, "cluster.manage")
     if cluster.provider is None or not may(cluster, "plan"):
         raise Conflict(CLUSTER.refusal(cluster.state, "plan"))
     raw = {**_defaults(cluster.provider, cluster.name, raw), "name": cluster.name}
@@ -106,12 +103,29 @@ def replan(user: User, cluster: Cluster, raw: dict[str, Any], credentials: dict[
 
 
 def approve(user: User, cluster: Cluster) -> Operation:
-    """Queue the apply of the reviewed plan: the cluster is applying from now on, so approving it again is refused
-    (Conflict, with the lifecycle's sentence) instead of applying twice.  Commits."""
-    _require_operator(user)
-    if may(cluster, "apply") and not cluster.plan:
+    """Queue the apply of the reviewed plan (cluster.manage).
+
+    Idempotent: approving a plan whose apply is queued or running returns that apply (a double click, a second tab,
+    requests at once), nothing is queued or audited twice.  The move from planned to applying is one conditional
+    UPDATE, so of simultaneous approvals exactly one makes it.  Raises Conflict (409, the lifecycle's sentence) when
+    there is no plan to approve, a used-up one included.  Commits.
+    """
+    require(user, "cluster.manage")
+    if cluster.state == "planned" and not cluster.plan:
         raise Conflict(f"Cluster {cluster.name} has no plan to approve: review a new plan.")
-    _request(cluster, "apply")
+    moved = db.session.execute(update(Cluster).where(Cluster.id == cluster.id, Cluster.state == "planned")
+                               .values(state=CLUSTER.next_state("planned", "apply"))).rowcount == 1
+    if not moved:
+        db.session.rollback()
+        db.session.refresh(cluster)
+        applying = db.session.execute(
+            db.select(Operation).where(Operation.cluster_id == cluster.id, Operation.kind == "cluster-apply",
+                                       Operation.state.in_(OPERATION_PENDING))
+            .order_by(Operation.id.desc()).limit(1)).unique().scalar_one_or_none()
+        if applying is not None:
+            return applying
+        raise Conflict(CLUSTER.refusal(cluster.state, "apply"))
+    db.session.refresh(cluster)
     op = operations.enqueue(None, "cluster-apply", user.email, cluster=cluster)
     audit(user.email, "cluster.approve", cluster.name, plan=cluster.plan.get("summary"))
     db.session.commit()
@@ -129,7 +143,7 @@ def destroy(user: User, cluster: Cluster, confirm: str | None) -> Operation:
     Raises FieldErrors unless ``confirm`` is its name or while hubs run on it, Conflict (with the lifecycle's
     sentence) when it cannot be destroyed now (being planned, applied or destroyed already).  Commits.
     """
-    _require_operator(user)
+    require(user, "cluster.manage")
     registered = cluster.provider is None or cluster.state == "registered"
     event = "destroyed" if registered else "destroy"
     if not may(cluster, event):
@@ -153,7 +167,7 @@ def destroy(user: User, cluster: Cluster, confirm: str | None) -> Operation:
 
 def register_kubernetes(user: User, name: str | None, kubeconfig: str | None) -> Cluster:
     """Register an existing Kubernetes cluster from its kubeconfig (stored encrypted). Commits."""
-    _require_operator(user)
+    require(user, "cluster.manage")
     name = (name or "").strip()
     errors = {}
     if not providers.NAME_RE.match(name):

@@ -10,8 +10,10 @@ from __future__ import annotations
 import functools
 from datetime import timedelta
 
+from flask import current_app
 from sqlalchemy import and_, bindparam, exists, or_, true, update
 from sqlalchemy.orm import aliased, lazyload
+from werkzeug.exceptions import TooManyRequests
 
 from console.extensions import db
 from console.models import (FAILED, OPERATION_PENDING, OUTCOME_FAILED, OUTCOME_SKIPPED, OUTCOME_SUCCEEDED, OUTCOMES,
@@ -26,6 +28,24 @@ def enqueue(hub: Hub | None, kind: str, actor: str, cluster: Cluster | None = No
                    data=dict(data or {}))
     db.session.add(op)
     return op
+
+
+REQUESTED_KINDS = ("restart", "synthetic-check")
+"""What an institution's people queue at will, and so what :func:`admit` bounds per institution."""
+
+
+def admit(hub: Hub) -> None:
+    """Refuse a person's restart or check of ``hub`` while its institution has ``MAX_PENDING_OPERATIONS`` of them
+    unfinished: one institution cannot fill the queue that every institution shares.  Raises TooManyRequests (429)
+    with a sentence; the count is not locked, so two requests at once may pass it by one."""
+    limit = int(current_app.config["MAX_PENDING_OPERATIONS"])
+    count = db.session.execute(
+        db.select(db.func.count(Operation.id)).join(Hub, Operation.hub_id == Hub.id)
+        .where(Hub.institution_id == hub.institution_id, Operation.kind.in_(REQUESTED_KINDS),
+               Operation.state.in_(OPERATION_PENDING))).scalar_one()
+    if count >= limit:
+        raise TooManyRequests(f"{hub.institution.name} has {count} restarts and checks waiting already, the most "
+                              f"one institution may queue: try again when some have finished.")
 
 
 def pending(hub: Hub, kind: str | None = None) -> Operation | None:
@@ -75,19 +95,27 @@ def _claimable(lane: str | None):
     # Only the id; the operation with its hub is loaded by key after.  Selecting the row itself would join in every
     # hub (an operation's relationships load eagerly) before filtering.
     in_lane = {None: true(), "clusters": Operation.cluster_id.is_not(None), "hubs": Operation.cluster_id.is_(None)}
-    return (db.select(Operation.id)
+    # Fair share: the operation of the institution with the fewest operations in flight (started, not finished)
+    # goes first, oldest first among equals; so one institution's flood of restarts waits behind the others'
+    # requests instead of in front of them.  Operations of no hub (clusters, releases) count as none in flight.
+    theirs, their_hub = aliased(Operation), aliased(Hub)
+    in_flight = (db.select(their_hub.institution_id, db.func.count(theirs.id).label("count"))
+                 .join(their_hub, theirs.hub_id == their_hub.id).where(theirs.state.in_((RUNNING, WAITING)))
+                 .group_by(their_hub.institution_id).subquery())  # counted once per claim, not per candidate
+    return (db.select(Operation.id).outerjoin(Hub, Operation.hub_id == Hub.id)
+            .outerjoin(in_flight, in_flight.c.institution_id == Hub.institution_id)
             .where(in_lane[lane])
             .where(or_(Operation.state == QUEUED,
                        and_(Operation.state == WAITING, Operation.run_after <= now),
                        and_(Operation.state == RUNNING, Operation.lease_expires < now)))
             .where(~blocked)
-            .order_by(Operation.id).limit(1)
-            .with_for_update(skip_locked=True))
+            .order_by(db.func.coalesce(in_flight.c.count, 0), Operation.id).limit(1)
+            .with_for_update(skip_locked=True, of=Operation))
 
 
 def claim_next(owner: str, lease_seconds: float, lane: str | None = None) -> Operation | None:
-    """Claim the oldest runnable operation: queued, waiting and due, or running under an expired lease (its worker
-    died).
+    """Claim the oldest runnable operation of the institution with the fewest operations in flight: queued, waiting
+    and due, or running under an expired lease (its worker died).
 
     An operation waits while an earlier one of the same hub (cluster, release) is not finished.  On PostgreSQL the row
     is locked with SKIP LOCKED so several workers never claim the same one; SQLite runs one worker.  ``attempts``
