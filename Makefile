@@ -32,6 +32,7 @@ bench: setup-test
 	$(BIN)/python -m tests.perf.bench_sweep
 	$(BIN)/python -m tests.perf.bench_local_stop
 	$(BIN)/python -m tests.perf.bench_rollout
+	$(BIN)/python -m tests.perf.bench_load
 
 clean:
 	rm -rf $(VENV) node_modules hubfleet-data .pytest_cache

@@ -33,44 +33,46 @@ def _upgrade_database() -> None:
     upgrade()
 
 
-def _serve(app, host: str, port: int, with_worker: bool) -> None:
-    """Serve until stopped; the in-process worker and monitor are stopped before this returns."""
+def _serve_single(app, host: str, port: int) -> None:
+    """Serve in this one process, the worker and the monitor in its threads (the demo: one person, one command);
+    they are stopped before this returns."""
     from waitress import serve
 
     from console.worker import start_in_process
 
-    background, stop = start_in_process(app) if with_worker else (None, None)
+    background, stop = start_in_process(app)
     try:
         serve(app, host=host, port=port, threads=8, ident="hubfleet")
     finally:
-        if background is not None:
-            stop.set()  # before the demo stops its hubs: the monitor must not restart them
-            background.join(30)
+        stop.set()  # before the demo stops its hubs: the monitor must not restart them
+        background.join(30)
 
 
 @main.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--workers", type=click.IntRange(1, 64), default=None,
+              help="Web processes (default: the SERVE_WORKERS setting, else 1 per CPU + 1, at most 8).")
 @click.option("--worker/--no-worker", default=None,
-              help="Run the reconciler in this process (default: the WORKER_IN_PROCESS setting).")
+              help="Run `hubfleet worker` and `hubfleet monitor` as child processes, restarted when they exit "
+                   "(default: the SERVE_WORKER setting); --no-worker when they run elsewhere.")
 @with_appcontext
-def serve(host, port, worker):
-    """Migrate the database and serve the console."""
+def serve(host, port, workers, worker):
+    """Migrate the database and serve the console with several web processes (gunicorn)."""
+    from console import serving
+
     _configure_logging()
     _upgrade_database()
-    _exit_on_sigterm()
     app = current_app._get_current_object()
-    _serve(app, host, port, app.config["WORKER_IN_PROCESS"] if worker is None else worker)
+    serving.serve(app, host, port, app.config["SERVE_WORKER"] if worker is None else worker, workers)
 
 
-@main.command()
-@with_appcontext
-def worker():
-    """Run the reconciler and the fleet monitor as a separate process (stops on SIGTERM or Ctrl-C)."""
+def _run_background(operations: bool, monitor: bool) -> None:
+    """Run until SIGTERM or Ctrl-C; the current step is finished and the monitor's lease given up first."""
     from console.worker import start_in_process
 
     _configure_logging()
-    background, stop = start_in_process(current_app._get_current_object())
+    background, stop = start_in_process(current_app._get_current_object(), operations, monitor)
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         while background.is_alive() and not stop.wait(1):
@@ -78,6 +80,23 @@ def worker():
     except KeyboardInterrupt:
         stop.set()
     background.join(60)
+
+
+@main.command()
+@click.option("--monitor/--no-monitor", default=True, show_default=True,
+              help="Also run the fleet monitor in this process (`hubfleet serve` runs it as `hubfleet monitor`).")
+@with_appcontext
+def worker(monitor):
+    """Run the reconciler (and the fleet monitor) as a separate process (stops on SIGTERM or Ctrl-C)."""
+    _run_background(operations=True, monitor=monitor)
+
+
+@main.command()
+@with_appcontext
+def monitor():
+    """Run only the fleet monitor (probes, supervision, alerts) as a separate process; a lease in the database makes
+    one such process the monitor at a time."""
+    _run_background(operations=False, monitor=True)
 
 
 @main.command()
@@ -95,7 +114,7 @@ def demo(host, port):
     accounts = demo_seed.seed(app)
     click.echo(demo_seed.banner(host, port, accounts))
     try:
-        _serve(app, host, port, with_worker=True)
+        _serve_single(app, host, port)
     finally:
         demo_seed.stop_hubs(app)
 
@@ -135,19 +154,29 @@ def token():
 
 @token.command("create")
 @click.option("--user", "email", required=True, help="The account's email.")
+@click.option("--name", default="cli", show_default=True, help="What uses the token.")
+@click.option("--scope", "scopes", multiple=True, default=["write"], show_default=True,
+              help='"read", "write" or an action such as hub.view (repeat for several); never more than the account '
+                   'may do.')
+@click.option("--expires-days", default=90, show_default=True, type=int, help="Days until it expires (at most 365).")
 @with_appcontext
-def token_create(email):
+def token_create(email, name, scopes, expires_days):
     """Create an API token for an account and print it (only the token)."""
     from console.extensions import db
     from console.models import User
-    from console.security import new_api_token
+    from console.services import FieldErrors
+    from console.services.tokens import create_token
 
     account = db.session.execute(db.select(User).filter_by(email=email.strip().lower())).unique().scalar_one_or_none()
     if account is None:
         click.echo(f"error: no account {email!r}", err=True)
         sys.exit(2)
-    value = new_api_token(account)
-    db.session.commit()
+    try:
+        _, value = create_token(account, name, list(scopes), expires_days, actor="cli")
+    except FieldErrors as exc:
+        for field, message in exc.errors.items():
+            click.echo(f"error: {field}: {message}", err=True)
+        sys.exit(2)
     click.echo(value)
 
 
@@ -173,13 +202,13 @@ def secrets_rotate():
     """Re-encrypt every stored secret with the first of ENCRYPTION_KEYS."""
     from console.crypto import rotate
     from console.extensions import db
-    from console.models import ConfigDraft, Institution
+    from console.models import ConfigDraft, Institution, WebhookTarget
 
     count = 0
-    for model in (Institution, ConfigDraft):
-        for row in db.session.execute(db.select(model)).scalars():
-            if row.auth_secrets:
-                row.auth_secrets = rotate(row.auth_secrets)
+    for model, column in ((Institution, "auth_secrets"), (ConfigDraft, "auth_secrets"), (WebhookTarget, "secret")):
+        for row in db.session.execute(db.select(model)).unique().scalars():
+            if getattr(row, column):
+                setattr(row, column, rotate(getattr(row, column)))
                 count += 1
     db.session.commit()
     click.echo(f"re-encrypted {count} secret bundle(s)")

@@ -669,12 +669,16 @@ class Background:
     own, and hubs never wait behind a cluster being provisioned.
     """
 
-    def __init__(self, app):
+    def __init__(self, app, operations: bool = True, monitor: bool = True):
         from console.monitor import Monitor
 
         self.stop = threading.Event()
-        runs = {"hubfleet-worker": Worker(app, lane="hubs").run, "hubfleet-clusters": Worker(app, lane="clusters").run,
-                "hubfleet-monitor": Monitor(app).run}
+        runs = {}
+        if operations:
+            runs.update({"hubfleet-worker": Worker(app, lane="hubs").run,
+                         "hubfleet-clusters": Worker(app, lane="clusters").run})
+        if monitor:
+            runs["hubfleet-monitor"] = Monitor(app).run
         self.threads = [threading.Thread(target=run, args=(self.stop,), name=name, daemon=True)
                         for name, run in runs.items()]
         for thread in self.threads:
@@ -689,8 +693,7 @@ class Background:
         return any(thread.is_alive() for thread in self.threads)
 
 
-def start_in_process(app) -> tuple[Background, threading.Event]:
-    """Run a worker and a monitor in daemon threads of this process (the embedded default); returns (them, their
-    stop event)."""
-    background = Background(app)
+def start_in_process(app, operations: bool = True, monitor: bool = True) -> tuple[Background, threading.Event]:
+    """Run a worker and a monitor (or either) in daemon threads of this process; returns (them, their stop event)."""
+    background = Background(app, operations, monitor)
     return background, background.stop

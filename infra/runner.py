@@ -1,9 +1,14 @@
 """The one adapter over Terraform (python-terraform builds the commands; this module runs them).
 
 A workspace is a directory ``<root>/<workspace>/`` holding a copy of the module's ``.tf`` files, the variables
-(``terraform.tfvars.json``, mode 0600), the saved plan and, with the default local backend, the state.  Every run
-takes the workspace's lock; a run left behind by a killed worker is detected, its Terraform process stopped and
-the lock released, and the next run says so in its log.
+(``terraform.tfvars.json``), the saved plan and, with the default local backend, the state.  Every run takes the
+workspace's lock; a run left behind by a killed worker is detected, its Terraform process stopped and the lock
+released, and the next run says so in its log.
+
+State and plans hold secrets (a kubeconfig, the backend's credentials), so the root and every workspace are 0700,
+files written here 0600, and Terraform runs with umask 077.  Secrets never reach a command line, where any user
+sees them (``ps``): provider credentials go in Terraform's environment, the backend's config in a 0600 file given
+to ``init -backend-config=FILE`` and removed after it.
 
 python-terraform 0.10.1 predates Terraform 0.15 and has defects this adapter steps around:
 
@@ -24,7 +29,6 @@ import ctypes
 import fcntl
 import json
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -40,6 +44,7 @@ PLAN_FILE = "hubfleet.tfplan"
 VARS_FILE = "terraform.tfvars.json"
 RUN_FILE = ".hubfleet-run.json"
 LOCK_FILE = ".hubfleet.lock"
+BACKEND_FILE = "hubfleet.tfbackend"
 Log = Callable[[str], None]
 
 
@@ -95,18 +100,49 @@ def _first_error(lines: list[str], most: int = 12) -> str:
     return ": " + " ".join(block)
 
 
-def _die_with_parent() -> None:
-    # Terraform gets SIGTERM (and stops gracefully, writing its state) if the worker that runs it dies.
+def _terraform_process() -> None:
+    # Terraform gets SIGTERM (and stops gracefully, writing its state) if the worker that runs it dies; what it
+    # writes (state, plans, .terraform/ with the backend's config) is for this user only.
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
     os.setpgrp()
+    os.umask(0o077)
+
+
+def _private_dir(path: Path) -> None:
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path.chmod(0o700)  # made before by an older version, or under another umask
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode through O_CREAT
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+
+
+def _hcl(value: Any) -> str:
+    """A value in HCL's syntax (a .tfbackend file): JSON's strings, numbers and booleans are HCL's, but "${" and
+    "%{" start templates in HCL and are escaped."""
+    if isinstance(value, dict):
+        return "{\n" + "".join(f"  {json.dumps(str(k))} = {_hcl(v)}\n" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_hcl(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value).replace("${", "$${").replace("%{", "%%{")
+    return json.dumps(value)
+
+
+def backend_file_text(config: dict[str, Any]) -> str:
+    """The backend's config as a .tfbackend file (one ``key = value`` per line). Pure."""
+    return "".join(f"{key} = {_hcl(value)}\n" for key, value in config.items())
 
 
 class TerraformRunner:
     """Runs one module in one workspace.
 
     ``backend``: ``None`` for local state in the workspace, or ``{"type": "s3"|"gcs"|"azurerm", "config": {...}}``
-    (the config goes to ``init -backend-config``).  ``env``: provider credentials as environment variables; their
+    (the config goes to ``init`` in a 0600 file).  ``env``: provider credentials as environment variables; their
     values never reach a log.
     """
 
@@ -144,34 +180,36 @@ class TerraformRunner:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBFLEET_", "TF_"))}
         rc = self.root / "terraformrc"
         if not rc.exists():
-            rc.write_text(f'plugin_cache_dir = "{self.root / "plugin-cache"}"\n')
-            (self.root / "plugin-cache").mkdir(exist_ok=True)
+            _private_dir(self.root)
+            _write_private(rc, f'plugin_cache_dir = "{self.root / "plugin-cache"}"\n')
+            _private_dir(self.root / "plugin-cache")
         env.update({"TF_IN_AUTOMATION": "1", "TF_INPUT": "0", "CHECKPOINT_DISABLE": "1",
                     "TF_CLI_CONFIG_FILE": str(rc), **self.env})
         return env
 
     def _sync_module(self) -> None:
         """Copy the module's .tf files into the workspace (the module may have changed since the last run)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self._make_dirs()
         for old in self.dir.glob("*.tf"):
             old.unlink()
         for source in self.module_dir.glob("*.tf"):
-            shutil.copyfile(source, self.dir / source.name)
+            _write_private(self.dir / source.name, source.read_text())
         if self.backend:
-            (self.dir / "backend.tf").write_text(
-                f'terraform {{\n  backend "{self.backend["type"]}" {{}}\n}}\n')
+            _write_private(self.dir / "backend.tf", f'terraform {{\n  backend "{self.backend["type"]}" {{}}\n}}\n')
+
+    def _make_dirs(self) -> None:
+        _private_dir(self.root)
+        _private_dir(self.dir)
 
     def write_variables(self, variables: dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.dir / VARS_FILE, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(variables, out, indent=1, sort_keys=True)
+        self._make_dirs()
+        _write_private(self.dir / VARS_FILE, json.dumps(variables, indent=1, sort_keys=True))
 
     @contextlib.contextmanager
     def lock(self, log: Log):
         """Hold the workspace for one run; release what a killed run left behind (reported in ``log``)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.dir / LOCK_FILE, "w") as handle:
+        self._make_dirs()
+        with open(os.open(self.dir / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o600), "w") as handle:
             try:
                 fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -215,9 +253,9 @@ class TerraformRunner:
         lines = []
         with subprocess.Popen(argv, cwd=self.dir, env=self._environment(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
-                              preexec_fn=_die_with_parent) as proc:
-            (self.dir / RUN_FILE).write_text(json.dumps({"pid": proc.pid, "command": command,
-                                                         "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+                              preexec_fn=_terraform_process) as proc:
+            _write_private(self.dir / RUN_FILE, json.dumps({"pid": proc.pid, "command": command,
+                                                            "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
             for line in proc.stdout:
                 line = self.redact(line.rstrip("\n"))
                 lines.append(line)
@@ -231,7 +269,7 @@ class TerraformRunner:
         """Run a quiet command (show, output) and return its stdout; raises TerraformError on failure."""
         argv = self.tf.generate_cmd_string(command, *args, **options)
         result = subprocess.run(argv, cwd=self.dir, env=self._environment(), capture_output=True, text=True,
-                                stdin=subprocess.DEVNULL)
+                                stdin=subprocess.DEVNULL, preexec_fn=_terraform_process)
         if result.returncode != 0:
             raise TerraformError(f"terraform {command} failed: {self.redact(result.stderr.strip())[:500]}")
         return result.stdout
@@ -240,9 +278,18 @@ class TerraformRunner:
 
     def init(self, log: Log) -> None:
         self._sync_module()
-        backend_config = ((self.backend or {}).get("config")) or None
-        self._run(log, "init", no_color=IsFlagged, input=False, reconfigure=IsFlagged,
-                  backend_config=backend_config)
+        config = (self.backend or {}).get("config")
+        if not config:
+            self._run(log, "init", no_color=IsFlagged, input=False, reconfigure=IsFlagged)
+            return
+        # Terraform keeps the config it was given in .terraform/terraform.tfstate (0600 under our umask); the file
+        # is needed for this command only.
+        _write_private(self.dir / BACKEND_FILE, backend_file_text(config))
+        try:
+            self._run(log, "init", no_color=IsFlagged, input=False, reconfigure=IsFlagged,
+                      backend_config=BACKEND_FILE)
+        finally:
+            (self.dir / BACKEND_FILE).unlink(missing_ok=True)
 
     def plan(self, variables: dict[str, Any], log: Log, destroy: bool = False) -> PlanSummary:
         """init, write the variables, ``plan -out``, then summarise ``show -json`` of the saved plan.

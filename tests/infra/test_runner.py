@@ -1,10 +1,11 @@
 """infra/runner.py against the real terraform CLI, on the provider-free local-cluster module."""
 import json
 import os
+import shutil
 
 import pytest
 
-from infra.runner import RUN_FILE, TerraformError, TerraformRunner, WorkspaceBusy, summarise
+from infra.runner import RUN_FILE, TerraformError, TerraformRunner, WorkspaceBusy, backend_file_text, summarise
 
 
 @pytest.fixture
@@ -127,7 +128,83 @@ def test_remote_state_backend_is_configured_and_its_secrets_blanked(tmp_path):
     runner = TerraformRunner(tmp_path / "tf", "campus", "local-cluster", backend=backend)
     runner._sync_module()
     assert (runner.dir / "backend.tf").read_text() == 'terraform {\n  backend "s3" {}\n}\n'
-    argv = runner.tf.generate_cmd_string("init", backend_config=backend["config"])
-    assert "-backend-config=bucket=hubfleet-state" in argv
-    shown = runner.command_line(argv)
-    assert "s3-secret-key-value" not in shown and "-backend-config=secret_key=********" in shown
+    assert backend_file_text(backend["config"]) == ('bucket = "hubfleet-state"\nkey = "campus.tfstate"\n'
+                                                    'secret_key = "s3-secret-key-value"\n')
+    assert runner.redact("secret_key = s3-secret-key-value") == "secret_key = ********"
+
+
+def test_backend_file_escapes_what_hcl_would_interpolate():
+    text = backend_file_text({"key": 'a "quoted" ${var.x} %{if} \\ value', "use_lockfile": True, "retries": 3,
+                              "assume_role": {"role_arn": "arn:aws:iam::1:role/x"}})
+    assert text == ('key = "a \\"quoted\\" $${var.x} %%{if} \\\\ value"\nuse_lockfile = true\nretries = 3\n'
+                    'assume_role = {\n  "role_arn" = "arn:aws:iam::1:role/x"\n}\n')
+
+
+@pytest.fixture
+def recording_terraform(tmp_path):
+    """A TERRAFORM_BIN that records the command line of every Terraform process, then runs the real terraform."""
+    calls = tmp_path / "argv.log"
+    wrapper = tmp_path / "terraform-recording"
+    wrapper.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >> {calls}\nexec {shutil.which("terraform")} "$@"\n')
+    wrapper.chmod(0o755)
+    return wrapper, calls
+
+
+def test_backend_config_reaches_terraform_in_a_private_file_not_its_command_line(tmp_path, variables,
+                                                                                  recording_terraform):
+    wrapper, calls = recording_terraform
+    # the local backend takes its config the way s3, gcs and azurerm do; this value stands for a credential
+    state = tmp_path / "remote-state-token-8f2k"
+    backend = {"type": "local", "config": {"path": str(state / "campus.tfstate")}}
+    runner = TerraformRunner(tmp_path / "tf", "campus", "local-cluster", backend=backend, terraform_bin=str(wrapper))
+    log = []
+    runner.plan(variables, log.append)
+    runner.apply(log.append)
+    assert (state / "campus.tfstate").exists()  # Terraform used the config
+    argv = calls.read_text()
+    assert "init" in argv and "-backend-config=hubfleet.tfbackend" in argv
+    assert "remote-state-token-8f2k" not in argv
+    assert not any("remote-state-token-8f2k" in line for line in log)
+    assert not (runner.dir / "hubfleet.tfbackend").exists()  # needed by init only
+    # where Terraform keeps the config it was given is private too
+    assert oct(os.stat(runner.dir / ".terraform" / "terraform.tfstate").st_mode & 0o777) == "0o600"
+
+
+def _modes(root) -> dict[str, str]:
+    return {str(path.relative_to(root)): oct(path.stat().st_mode & 0o777) for path in [root, *root.rglob("*")]}
+
+
+def test_state_plans_and_workspaces_are_private(runner, variables):
+    log = []
+    runner.plan(variables, log.append)
+    assert (runner.dir / "hubfleet.tfplan").exists()
+    planned = _modes(runner.root)
+    runner.apply(log.append)
+    runner.plan({**variables, "port_last": 19500}, log.append)
+    runner.apply(log.append)  # a second apply: Terraform keeps a backup of the state it replaced
+    assert (runner.dir / "terraform.tfstate").exists() and (runner.dir / "terraform.tfstate.backup").exists()
+    for modes in (planned, _modes(runner.root)):
+        assert {path: mode for path, mode in modes.items()
+                if mode not in ("0o600", "0o700")} == {}, "readable by others"
+    assert planned["north"] == planned["."] == "0o700"
+    assert planned["north/hubfleet.tfplan"] == "0o600"
+
+
+def test_an_existing_workspace_is_made_private(runner, variables):
+    runner.dir.mkdir(parents=True)
+    runner.root.chmod(0o755)
+    runner.dir.chmod(0o755)
+    runner.plan(variables, lambda line: None)
+    assert oct(runner.root.stat().st_mode & 0o777) == oct(runner.dir.stat().st_mode & 0o777) == "0o700"
+
+
+@pytest.mark.parametrize("name", ['$(touch pwned)', '`touch pwned`', '"; touch pwned; echo "', "'; touch pwned; '"])
+def test_a_data_dir_that_looks_like_shell_is_only_a_path(runner, variables, tmp_path, name):
+    data_dir = tmp_path / f"north {name}"
+    weird = {**variables, "data_dir": str(data_dir)}
+    runner.plan(weird, lambda line: None)
+    runner.apply(lambda line: None)
+    assert (data_dir / "hubs").is_dir()
+    runner.destroy(weird, lambda line: None)
+    assert not data_dir.exists()  # removed: the path reached rmdir whole
+    assert not list(tmp_path.rglob("pwned"))  # and nothing in it ran

@@ -22,8 +22,11 @@ resource "terraform_data" "cluster" {
     }
   }
 
+  # Paths reach the shell only as environment variables, quoted: interpolated into the command, a path holding
+  # "$(...)" or a quote would run as a command.  The hub tree keeps its usual modes whatever Terraform's umask
+  # (its state is private, the hubs' directories are set up by the local backend).
   provisioner "local-exec" {
-    command = "mkdir -p \"$HUBS_DIR\""
+    command = "umask 022 && mkdir -p \"$HUBS_DIR\""
     environment = {
       HUBS_DIR = local.hubs_dir
     }
@@ -32,6 +35,10 @@ resource "terraform_data" "cluster" {
   # Only empty directories are removed: the console refuses to destroy a cluster that still has hubs.
   provisioner "local-exec" {
     when    = destroy
-    command = "rmdir \"${self.output.hubs_dir}\" \"${self.output.data_dir}\" 2>/dev/null || true"
+    command = "rmdir \"$HUBS_DIR\" \"$DATA_DIR\" 2>/dev/null || true"
+    environment = {
+      HUBS_DIR = self.output.hubs_dir
+      DATA_DIR = self.output.data_dir
+    }
   }
 }
