@@ -7,6 +7,8 @@ from flask_login import UserMixin
 from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from tenants import outbound
+
 from console.extensions import db
 
 OPERATOR = "operator"
@@ -209,22 +211,80 @@ class User(UserMixin, db.Model):
     role: Mapped[str] = mapped_column(String(30))
     institution_id: Mapped[int | None] = mapped_column(ForeignKey("institution.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # A disabled account cannot log in and its sessions and tokens stop working, until an admin enables it again.
+    disabled_at: Mapped[datetime | None]
 
     institution: Mapped[Institution | None] = relationship(lazy="joined")
 
     @property
-    def is_operator(self) -> bool:
-        return self.role == OPERATOR
+    def is_active(self) -> bool:
+        """Flask-Login's flag: ``login_user`` and the session and token checks refuse an inactive account."""
+        return self.disabled_at is None
 
 
 class ApiToken(db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex; the token itself is never kept
+    name: Mapped[str] = mapped_column(String(100), default="")
+    # What the token may do: actions and groups of console.permissions, never more than its owner may.
+    scopes: Mapped[list] = mapped_column(JSON, default=list)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
-    last_used_at: Mapped[datetime | None]
+    expires_at: Mapped[datetime]
+    revoked_at: Mapped[datetime | None]
+    last_used_at: Mapped[datetime | None]  # to the minute: written at most once a minute
 
     user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+class Invitation(db.Model):
+    """A link that lets up to ``max_uses`` people create an account with ``role`` (of ``institution``) until
+    ``expires_at``.  Only the token's hash is kept: the token itself is shown once, to whoever invited."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
+    role: Mapped[str] = mapped_column(String(30))
+    institution_id: Mapped[int | None] = mapped_column(ForeignKey("institution.id"), index=True)
+    email: Mapped[str | None] = mapped_column(String(254))  # when set, the only address the account may have
+    expires_at: Mapped[datetime]
+    max_uses: Mapped[int] = mapped_column(default=1)
+    use_count: Mapped[int] = mapped_column(default=0)
+    revoked_at: Mapped[datetime | None]
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))  # None once that account is removed
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    institution: Mapped[Institution | None] = relationship(lazy="joined")
+    created_by: Mapped[User | None] = relationship(lazy="joined")
+
+class UserSession(db.Model):
+    """A login: the browser's cookie holds a random key whose hash is here, so logging out (or a password change)
+    ends it for good, where a signed cookie alone could be replayed."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the cookie's key
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_seen_at: Mapped[datetime] = mapped_column(default=utcnow)  # to the minute, like ApiToken.last_used_at
+    ended_at: Mapped[datetime | None]
+    ended_reason: Mapped[str] = mapped_column(String(40), default="")  # logout | password change | ended by ...
+    user_agent: Mapped[str] = mapped_column(String(300), default="")
+    address: Mapped[str] = mapped_column(String(64), default="")
+
+    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+class LoginThrottle(db.Model):
+    """Consecutive failed logins for one account or one address (``scope``), kept in the database so that every
+    console process counts the same failures."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    scope: Mapped[str] = mapped_column(String(10))  # account | address
+    key_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the email as typed, or of the address
+    failures: Mapped[int] = mapped_column(default=0)
+    last_failure_at: Mapped[datetime] = mapped_column(default=utcnow)
+    blocked_until: Mapped[datetime | None]
+
+    __table_args__ = (UniqueConstraint("scope", "key_hash", name="uq_login_throttle_scope_key"),)
 
 
 class HubSample(db.Model):
@@ -248,15 +308,23 @@ class HubSample(db.Model):
 
 
 class WebhookTarget(db.Model):
-    """Where alerts go: the operators' (no institution) or one institution's."""
+    """Where alerts go: the operators' (no institution) or one institution's (console/services/webhooks.py)."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
     url: Mapped[str] = mapped_column(String(2000))
     institution_id: Mapped[int | None] = mapped_column(ForeignKey("institution.id"))
     created_by: Mapped[str] = mapped_column(String(254))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    secret: Mapped[str] = mapped_column(Text, default="")  # the signing secret, encrypted (console/crypto.py)
+    last_delivery_at: Mapped[datetime | None]
+    last_delivery_ok: Mapped[bool | None]  # whether it took the last notice sent to it (answered 2xx)
 
     institution: Mapped[Institution | None] = relationship(lazy="joined")
+
+    @property
+    def origin(self) -> str:
+        """All of the URL that pages, logs and audit entries show: its path is often a token (Slack, Teams)."""
+        return outbound.origin(self.url)
 
 
 class Alert(db.Model):

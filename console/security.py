@@ -3,51 +3,47 @@
 Pages authenticate with a session (Flask-Login); the API only with a bearer token, so a browser's cookie can never
 drive the API and the API needs no CSRF token.  Every route needs one or the other except the few in
 ``PUBLIC_ENDPOINTS``; the check runs before every request, so a new route is protected by default.
+
+A page's session is a row (``console.services.sessions``): the cookie carries its random key, and the user loader
+accepts only a live row, so logout and a password change end a session even for someone who copied the cookie.
+The cookie is HttpOnly and SameSite=Lax always, and Secure whenever the request came over https (behind a proxy
+that terminates TLS, set ``PROXY_COUNT`` so its X-Forwarded-Proto is believed).
 """
 from __future__ import annotations
 
-import hashlib
-import secrets
+from urllib.parse import urlsplit
 
-from argon2 import PasswordHasher
-from argon2.exceptions import InvalidHashError, VerificationError
-from flask import abort, g, jsonify, redirect, request, url_for
-from flask_login import current_user
+from flask import current_app, g, has_request_context, jsonify, redirect, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface
+from flask_login import current_user, login_user
+from werkzeug.middleware.proxy_fix import ProxyFix
 
-from console.extensions import db, login_manager
-from console.models import ApiToken, User
+from console.extensions import login_manager
+from console.models import User
+from console.passwords import check_password, hash_password  # noqa: F401 (the names callers import from here)
+from console.permissions import SIGNED_IN, action_of
+from console.services import sessions, tokens
+from console.services.tokens import new_api_token  # noqa: F401 (test fixtures make tokens through this)
 
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "healthz"})
-_hasher = PasswordHasher()
-# Verified against when the email is unknown, so a login costs the same either way.
-_DUMMY_HASH = _hasher.hash("hubfleet-timing-equaliser")
-
-
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "healthz", "people.invitation"})  # an invitation link's page
+SESSION_KEY = "hubfleet_session"  # the key of the session's row, inside Flask's signed cookie
+ANY_TOKEN_ENDPOINTS = frozenset({"api-docs.openapi_json"})  # the API's description: any live token reads it
 
 
-def check_password(user: User | None, password: str) -> bool:
-    try:
-        return _hasher.verify(user.password_hash if user else _DUMMY_HASH, password) and user is not None
-    except (VerificationError, InvalidHashError):
-        return False
+def init_app(app) -> None:
+    """Cookies marked Secure over https, and (``PROXY_COUNT`` > 0) the client's address and scheme taken from that
+    many proxies' X-Forwarded-For and X-Forwarded-Proto headers."""
+    app.session_interface = SessionInterface()
+    count = int(app.config["PROXY_COUNT"])
+    if count > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=count, x_proto=count, x_host=count, x_port=count)
 
 
-def new_api_token(user: User) -> str:
-    """Create and store (hashed) a new API token for ``user``; returns the token, shown once."""
-    token = "hf_" + secrets.token_urlsafe(32)
-    db.session.add(ApiToken(user=user, token_hash=_token_hash(token)))
-    return token
+class SessionInterface(SecureCookieSessionInterface):
+    """Flask's signed cookie, Secure whenever the request came over https, not only when configured so."""
 
-
-def _token_hash(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
-
-
-def user_for_token(token: str) -> User | None:
-    row = db.session.execute(db.select(ApiToken).filter_by(token_hash=_token_hash(token))).scalar_one_or_none()
-    return row.user if row else None
+    def get_cookie_secure(self, app) -> bool:
+        return super().get_cookie_secure(app) or (has_request_context() and request.is_secure)
 
 
 def is_api_request() -> bool:
@@ -57,39 +53,81 @@ def is_api_request() -> bool:
 
 @login_manager.user_loader
 def _load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id))
+    row = sessions.live_session(session.get(SESSION_KEY))
+    if row is None or str(row.user_id) != user_id:
+        return None
+    g.login_session = row
+    return row.user
+
+
+def start_session(user: User, key: str) -> None:
+    """Put a new session's key in a fresh cookie: nothing of an earlier visit carries over but the CSRF token, so
+    forms open in other tabs still submit."""
+    csrf_token = session.get("csrf_token")
+    session.clear()
+    if csrf_token:
+        session["csrf_token"] = csrf_token
+    session[SESSION_KEY] = key
+    login_user(user)
+
+
+def clear_session() -> None:
+    """Empty the cookie, and forget the CSRF token Flask-WTF cached from it for this request."""
+    session.clear()
+    g.pop("csrf_token", None)
+
+
+def _unauthorized(message: str, status: int = 401):
+    response = jsonify(code=status, status="Unauthorized" if status == 401 else "Forbidden", message=message)
+    response.status_code = status
+    if status == 401:
+        response.headers["WWW-Authenticate"] = 'Bearer realm="hubfleet"'
+    return response
+
+
+def _authenticate_token():
+    """Set ``g.user`` and ``g.token`` from the bearer token, or answer 401 (no live token) or 403 (the token's
+    scopes do not include the action the route declares; a route that declares none needs all of its owner's)."""
+    scheme, _, value = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not value.strip():
+        return _unauthorized("a valid bearer token is required")
+    token, problem = tokens.authenticate(value.strip())
+    if token is None:
+        return _unauthorized(problem)
+    # Only what the token was given is checked here; the owner's role is checked where the route loads its object
+    # (console.permissions), so that an object the owner may not see is 404 whatever the token's scopes.
+    allowed = frozenset().union(*(tokens.GROUPS.get(scope, {scope}) for scope in token.scopes))
+    action = SIGNED_IN if request.endpoint in ANY_TOKEN_ENDPOINTS else \
+        action_of(current_app, request.endpoint, request.method) if request.endpoint else None
+    needed = {action} if action else tokens.actions_of(["write"], token.user)
+    if action != SIGNED_IN and not needed <= allowed:
+        return _unauthorized(f"this token's scopes do not include {action or 'every action of its owner'}", 403)
+    g.user, g.token = token.user, token
+    return None
 
 
 def require_login():
     """``before_request`` hook: set ``g.user`` or refuse (401 JSON for the API, a login redirect for pages)."""
-    g.user = None
+    g.user = g.token = g.login_session = None
     if request.endpoint in PUBLIC_ENDPOINTS:
         return None
     if is_api_request():
-        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-        user = user_for_token(token.strip()) if scheme.lower() == "bearer" and token else None
-        if user is None:
-            response = jsonify(code=401, status="Unauthorized", message="a valid bearer token is required")
-            response.status_code = 401
-            response.headers["WWW-Authenticate"] = 'Bearer realm="hubfleet"'
-            return response
-        g.user = user
-        return None
+        return _authenticate_token()
     if not current_user.is_authenticated:
         return redirect(url_for("auth.login", next=request.full_path if request.query_string else request.path))
     g.user = current_user._get_current_object()
     return None
 
 
-def require_operator(user: User) -> None:
-    """Abort with 403 unless ``user`` is an operator (use after the object itself was found, or 404 first)."""
-    if not user.is_operator:
-        abort(403)
-
-
 def safe_next(target: str | None) -> str:
-    """A post-login redirect target that stays on this site."""
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("fleet.index")
+    """A post-login redirect target that stays on this site: a path only, no scheme or host.  Browsers drop tabs and
+    new lines from a URL and read a backslash as a slash, so ``/\\t/evil.example`` would leave the site: any control
+    character, space or backslash refuses the target."""
+    unsafe = any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c == "\\" for c in target or "")
+    if not target or unsafe or len(target) > 2000 or target.startswith("//"):
+        return url_for("fleet.index")
+    parts = urlsplit(target)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("//"):
+        return url_for("fleet.index")
+    return target
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import re
 
 import pytest
-from flask import has_app_context
+from flask import g, has_app_context
 from flask_migrate import upgrade
 from hypothesis import settings
 
@@ -78,6 +78,19 @@ def app(config):
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+@pytest.fixture
+def own_g_per_request(app):
+    """A test holds an app context, which Flask reuses for every request the test makes, so ``g`` (Flask-Login's
+    loaded user, Flask-WTF's CSRF token) would carry from one request to the next, even to another client's.  In
+    production each request has its own ``g``; with this fixture each test request starts with an empty one too."""
+
+    def forget():
+        for name in list(g):
+            g.pop(name)
+
+    app.before_request_funcs.setdefault(None, []).insert(0, forget)
 
 
 @pytest.fixture

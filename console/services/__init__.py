@@ -1,8 +1,8 @@
 """Service functions: the console's domain logic, shared by pages, API, CLI and worker.
 
-Each takes the acting user explicitly, checks what that user may do, and either changes the database and returns the
-result, or raises :class:`FieldErrors` (bad input; nothing changed), ``werkzeug.exceptions.NotFound`` (nothing the
-user may see by that name) or ``Forbidden``.
+Each takes the acting user explicitly, checks what that user may do (``console.permissions.require``), and either
+changes the database and returns the result, or raises :class:`FieldErrors` (bad input; nothing changed),
+``werkzeug.exceptions.NotFound`` (nothing the user may see by that name) or ``console.permissions.PermissionDenied``.
 """
 from __future__ import annotations
 

@@ -1,18 +1,21 @@
 """The JSON API under /api/v1: the same service functions as the pages, bearer tokens only."""
-from flask import current_app, g
+from flask import current_app, g, jsonify
 from flask.views import MethodView
 from flask_smorest import Blueprint
 from marshmallow import Schema, fields, validate
 
+from console.errors import shown
 from console.extensions import db
-from console.models import OPERATION_STATES, OUTCOMES, Cluster, Institution, Release, Rollout
-from console.security import require_operator
+from console.models import OPERATION_STATES, OUTCOMES, Cluster, Institution, Release
+from console.permissions import actor_label, can, requires
 from console.services import clusters as cluster_service
 from console.services import config as config_service
 from console.services import FieldErrors, scope
 from console.services import releases as release_service
 from console.services import hubs as hub_service
+from console.services import institutions as institution_service
 from console.services import operations as operation_service
+from console.services import tokens as token_service
 from console.status import hub_status
 
 blp = Blueprint("api", __name__, url_prefix="/api/v1", description="Hubs and their operations")
@@ -23,7 +26,7 @@ def _hub_status(hub) -> dict:
     known = g.get("current_operations")
     op = known.get(hub.id) if known is not None else operation_service.current_by_hub([hub.id]).get(hub.id)
     found = hub_status(hub, op, max_restarts=int(current_app.config["MAX_RESTARTS"]))
-    return {"label": found.label, "reason": found.reason, "key": found.key}
+    return {"label": found.label, "reason": shown(found.reason), "key": found.key}
 
 
 class HubSchema(Schema):
@@ -35,7 +38,7 @@ class HubSchema(Schema):
     jupyterhub_version = fields.String(allow_none=True)
     url = fields.String(allow_none=True)
     user_count = fields.Integer(allow_none=True)
-    status_message = fields.String()
+    status_message = fields.Function(lambda hub: shown(hub.status_message), metadata={"type": "string"})
     observed_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime()
     release = fields.String(attribute="release.name", allow_none=True)
@@ -63,28 +66,41 @@ class AcceptedSchema(Schema):
     operation = fields.Integer(metadata={"description": "poll GET /api/v1/operations/{id}"})
 
 
+class FirstAdminSchema(Schema):
+    username = fields.String()
+    password = fields.String()
+
+
+class HubCreatedSchema(AcceptedSchema):
+    first_admin = fields.Nested(FirstAdminSchema, allow_none=True, metadata={
+        "description": "the hub's login until its institution configures one; shown only here, only once"})
+
+
 class OperationSchema(Schema):
     id = fields.Integer()
     kind = fields.String()
     hub = fields.String(attribute="hub.slug", allow_none=True)
     cluster = fields.String(attribute="cluster.name", allow_none=True)
     release = fields.String(attribute="release.name", allow_none=True)
-    actor = fields.String()
+    actor = fields.Function(lambda op: actor_label(g.user, op.actor), metadata={
+        "type": "string", "description": "who asked for it (an operator's email only to operators)"})
     state = fields.String(validate=validate.OneOf(OPERATION_STATES))
     outcome = fields.String(allow_none=True, validate=validate.OneOf(OUTCOMES),
                             metadata={"description": "how a finished operation ended; null until then"})
-    note = fields.String(metadata={"description": "what a waiting or running operation is waiting for"})
+    note = fields.Function(lambda op: shown(op.note), metadata={
+        "type": "string", "description": "what a waiting or running operation is waiting for"})
     run_after = fields.DateTime(allow_none=True, metadata={"description": "when a waiting operation is looked at"})
-    error = fields.String()
+    error = fields.Function(lambda op: shown(op.error), metadata={"type": "string"})
     attempts = fields.Integer()
     created_at = fields.DateTime()
     started_at = fields.DateTime(allow_none=True)
     finished_at = fields.DateTime(allow_none=True)
-    log = fields.Function(lambda op: [entry.line for entry in op.lines], metadata={"type": "array"})
+    log = fields.Function(lambda op: [shown(entry.line) for entry in op.lines], metadata={"type": "array"})
 
 
 @blp.route("/hubs")
 class Hubs(MethodView):
+    @requires("hub.view")
     @blp.response(200, HubSchema(many=True))
     def get(self):
         """List the hubs you may see."""
@@ -92,50 +108,60 @@ class Hubs(MethodView):
         g.current_operations = operation_service.current_by_hub([hub.id for hub in hubs])
         return hubs
 
+    @requires("hub.create")
     @blp.arguments(HubCreateSchema)
-    @blp.response(202, AcceptedSchema)
+    @blp.response(202, HubCreatedSchema)
     def post(self, data):
-        """Create a hub (operators). Returns the operation that brings it up."""
-        return {"operation": hub_service.create_hub(g.user, **data).id}
+        """Create a hub (operators). Returns the operation that brings it up and, while the institution has no
+        login configured, the hub's first admin credential (never shown again)."""
+        op = hub_service.create_hub(g.user, **data)
+        admin = dict(zip(("username", "password"), op.first_admin)) if op.first_admin else None
+        return {"operation": op.id, "first_admin": admin}
 
 
 @blp.route("/hubs/<slug>")
 class HubItem(MethodView):
+    @requires("hub.view")
     @blp.response(200, HubSchema)
     def get(self, slug):
         """One hub."""
         return scope.get_hub(g.user, slug)
 
+    @requires("hub.upgrade")
     @blp.arguments(HubReleasePolicySchema)
     @blp.response(200, HubSchema)
     def patch(self, data, slug):
         """Set the channel a hub follows, pin it to its release, or mark it a canary (operators)."""
-        return hub_service.set_release_policy(g.user, scope.get_hub(g.user, slug), **data)
+        return hub_service.set_release_policy(g.user, scope.get_hub(g.user, slug, "hub.upgrade"), **data)
 
+    @requires("hub.delete")
     @blp.response(202, AcceptedSchema)
     def delete(self, slug):
         """Delete a hub (operators). Returns the operation that removes it."""
-        return {"operation": hub_service.delete_hub(g.user, scope.get_hub(g.user, slug)).id}
+        return {"operation": hub_service.delete_hub(g.user, scope.get_hub(g.user, slug, "hub.delete")).id}
 
 
 @blp.route("/hubs/<slug>/restart")
 class HubRestart(MethodView):
+    @requires("hub.restart")
     @blp.response(202, AcceptedSchema)
     def post(self, slug):
         """Restart a hub."""
-        return {"operation": hub_service.restart_hub(g.user, scope.get_hub(g.user, slug)).id}
+        return {"operation": hub_service.restart_hub(g.user, scope.get_hub(g.user, slug, "hub.restart")).id}
 
 
 @blp.route("/hubs/<slug>/check")
 class HubCheck(MethodView):
+    @requires("hub.restart")
     @blp.response(202, AcceptedSchema)
     def post(self, slug):
         """Run a synthetic check: a test user's server is started and stopped; timings in the operation's log."""
-        return {"operation": hub_service.check_hub(g.user, scope.get_hub(g.user, slug)).id}
+        return {"operation": hub_service.check_hub(g.user, scope.get_hub(g.user, slug, "hub.restart")).id}
 
 
 @blp.route("/operations/<int:operation_id>")
 class OperationItem(MethodView):
+    @requires("hub.view")
     @blp.response(200, OperationSchema)
     def get(self, operation_id):
         """An operation, with its log."""
@@ -168,6 +194,7 @@ class PolicySchema(Schema):
     max_memory = fields.Raw()
     allowed_registries = fields.Raw()
     gpus_allowed = fields.Raw()
+    open_login_allowed = fields.Raw(metadata={"description": "allow JupyterHub's dummy login (demo hubs only)"})
     max_storage = fields.Raw()
     max_users = fields.Raw()
 
@@ -190,6 +217,7 @@ def _config_out(institution, rollout=None):
 
 @blp.route("/institutions")
 class Institutions(MethodView):
+    @requires("institution.view")
     @blp.response(200, InstitutionSchema(many=True))
     def get(self):
         """The institutions you may see."""
@@ -198,41 +226,42 @@ class Institutions(MethodView):
 
 @blp.route("/institutions/<slug>/config")
 class InstitutionConfig(MethodView):
+    @requires("config.view")
     @blp.response(200, ConfigOutSchema)
     def get(self, slug):
         """The institution's login and environment (secrets are never returned)."""
-        return _config_out(scope.get_institution(g.user, slug))
+        return _config_out(scope.get_institution(g.user, slug, "config.view"))
 
+    @requires("config.edit")
     @blp.arguments(ConfigSchema)
     @blp.response(200, ConfigOutSchema)
     def put(self, data, slug):
         """Validate and roll the change out hub by hub (one hub first; halts, and puts that hub back, at the first
         failure). 422 with field errors changes nothing; 409 while another config change rolls out."""
-        institution = scope.get_institution(g.user, slug)
+        institution = scope.get_institution(g.user, slug, "config.edit")
         rollout = config_service.apply(g.user, institution, data["auth"], data["environment"])
         return _config_out(institution, rollout)
 
 
 @blp.route("/institutions/<slug>/policy")
 class InstitutionPolicy(MethodView):
+    @requires("config.view")
     @blp.response(200, PolicySchema)
     def get(self, slug):
-        """The operator's policy for the institution (operators only)."""
-        institution = scope.get_institution(g.user, slug)
-        require_operator(g.user)
-        return config_service.policy_of(institution)
+        """The operator's policy for the institution: the limits its config must keep."""
+        return config_service.policy_of(scope.get_institution(g.user, slug, "config.view"))
 
+    @requires("policy.set")
     @blp.arguments(PolicySchema)
     @blp.response(200, PolicySchema)
     def put(self, data, slug):
         """Replace the policy (operators only); missing fields take the defaults."""
-        institution = scope.get_institution(g.user, slug)
-        require_operator(g.user)
-        return config_service.set_policy(g.user, institution, data)
+        return config_service.set_policy(g.user, scope.get_institution(g.user, slug, "policy.set"), data)
 
 
 @blp.route("/hubs/<slug>/rendered")
 class HubRendered(MethodView):
+    @requires("hub.view")
     @blp.arguments(RenderedQuerySchema, location="query")
     @blp.response(200, RenderedSchema)
     def get(self, query, slug):
@@ -269,48 +298,51 @@ class ConfirmSchema(Schema):
 
 @blp.route("/clusters")
 class Clusters(MethodView):
+    @requires("cluster.view")
     @blp.response(200, ClusterSchema(many=True))
     def get(self):
         """Clusters (operators)."""
-        require_operator(g.user)
         return db.session.execute(scope.clusters(g.user).order_by(Cluster.name)).scalars().all()
 
+    @requires("cluster.manage")
     @blp.arguments(ClusterCreateSchema)
     @blp.response(202, AcceptedSchema)
     def post(self, data):
         """Start provisioning: records the cluster and queues its plan (nothing is created before approval)."""
-        require_operator(g.user)
         op = cluster_service.provision(g.user, data["provider"], data["variables"], data["credentials"])
         return {"operation": op.id}
 
 
 @blp.route("/clusters/register")
 class ClusterRegister(MethodView):
+    @requires("cluster.manage")
     @blp.arguments(ClusterRegisterSchema)
     @blp.response(201, ClusterSchema)
     def post(self, data):
         """Register an existing Kubernetes cluster by its kubeconfig."""
-        require_operator(g.user)
         return cluster_service.register_kubernetes(g.user, data["name"], data["kubeconfig"])
 
 
 @blp.route("/clusters/<name>")
 class ClusterItem(MethodView):
+    @requires("cluster.view")
     @blp.response(200, ClusterSchema)
     def get(self, name):
         """One cluster."""
         return scope.get_cluster(g.user, name)
 
+    @requires("cluster.manage")
     @blp.arguments(ConfirmSchema, location="query")
     @blp.response(202, AcceptedSchema)
     def delete(self, query, name):
         """Destroy a cluster (refused while hubs run on it); ?confirm=NAME."""
-        op = cluster_service.destroy(g.user, scope.get_cluster(g.user, name), query["confirm"])
+        op = cluster_service.destroy(g.user, scope.get_cluster(g.user, name, "cluster.manage"), query["confirm"])
         return {"operation": op.id if op else None}
 
 
 @blp.route("/clusters/<name>/plan")
 class ClusterPlan(MethodView):
+    @requires("cluster.view")
     @blp.response(200, ClusterSchema)
     def get(self, name):
         """The cluster with its plan awaiting approval (``plan.summary``: add, change, destroy addresses)."""
@@ -319,10 +351,15 @@ class ClusterPlan(MethodView):
 
 @blp.route("/clusters/<name>/apply")
 class ClusterApply(MethodView):
+    @requires("cluster.manage")
     @blp.response(202, AcceptedSchema)
     def post(self, name):
         """Approve the reviewed plan: queues its apply."""
-        return {"operation": cluster_service.approve(g.user, scope.get_cluster(g.user, name)).id}
+        return {"operation": cluster_service.approve(g.user, scope.get_cluster(g.user, name, "cluster.manage")).id}
+
+
+# What a release shows to someone who may see it but not manage releases.
+RELEASE_NOTE_FIELDS = ("name", "notes")
 
 
 class ReleaseSchema(Schema):
@@ -388,13 +425,22 @@ class BlackoutSchema(Schema):
     reason = fields.String(load_default="")
 
 
+def _releases_out(found, many: bool = False):
+    """Operators get whole releases; anyone else only names and notes (of the releases they may see)."""
+    if can(g.user, "release.manage"):
+        return found
+    return jsonify(ReleaseSchema(many=many, only=RELEASE_NOTE_FIELDS).dump(found))
+
+
 @blp.route("/releases")
 class Releases(MethodView):
+    @requires("release.view")
     @blp.response(200, ReleaseSchema(many=True))
     def get(self):
-        """Published releases, newest first."""
-        return db.session.execute(db.select(Release).order_by(Release.id.desc())).scalars().all()
+        """Published releases, newest first (institution admins: name and notes of the releases their hubs run)."""
+        return _releases_out(db.session.execute(scope.releases(g.user)).scalars().all(), many=True)
 
+    @requires("release.manage")
     @blp.arguments(ReleaseSchema)
     @blp.response(201, ReleaseSchema)
     def post(self, data):
@@ -405,58 +451,64 @@ class Releases(MethodView):
 
 @blp.route("/releases/<name>")
 class ReleaseItem(MethodView):
+    @requires("release.view")
     @blp.response(200, ReleaseSchema)
     def get(self, name):
-        """A release with its state and preparation error."""
-        return release_service.get_release(name)
+        """A release with its state and preparation error (institution admins: its name and notes)."""
+        return _releases_out(scope.get_release(g.user, name))
 
+    @requires("release.manage")
     @blp.response(204)
     def delete(self, name):
         """Delete a release no hub runs or ran and no rollout names (operators); 409 with a sentence otherwise."""
-        release_service.delete_release(g.user, release_service.get_release(name))
+        release_service.delete_release(g.user, scope.get_release(g.user, name, "release.manage"))
 
 
 @blp.route("/releases/<name>/retract")
 class ReleaseRetract(MethodView):
+    @requires("release.manage")
     @blp.response(200, ReleaseSchema)
     def post(self, name):
         """Stop offering a ready release to new hubs and rollouts; its hubs keep running it (operators)."""
-        return release_service.retract_release(g.user, release_service.get_release(name))
+        return release_service.retract_release(g.user, scope.get_release(g.user, name, "release.manage"))
 
 
 @blp.route("/releases/<name>/retry")
 class ReleaseRetry(MethodView):
+    @requires("release.manage")
     @blp.response(202, AcceptedSchema)
     def post(self, name):
         """Prepare a failed release again (operators)."""
-        return {"operation": release_service.retry_prepare(g.user, release_service.get_release(name)).id}
+        return {"operation": release_service.retry_prepare(g.user, scope.get_release(g.user, name,
+                                                                                     "release.manage")).id}
 
 
 @blp.route("/rollouts")
 class Rollouts(MethodView):
+    @requires("rollout.view")
     @blp.response(200, RolloutSchema(many=True))
     def get(self):
         """Rollouts, newest first (operators)."""
-        require_operator(g.user)
-        return db.session.execute(db.select(Rollout).order_by(Rollout.id.desc())).unique().scalars().all()
+        return db.session.execute(scope.rollouts(g.user)).unique().scalars().all()
 
+    @requires("rollout.manage")
     @blp.arguments(RolloutCreateSchema)
     @blp.response(201, RolloutSchema)
     def post(self, data):
         """Plan a rollout (and start it with "start": true)."""
-        require_operator(g.user)
         release = db.session.execute(db.select(Release).filter_by(name=data.pop("release"))).scalar_one_or_none()
         if release is None:
             raise FieldErrors({"release": "There is no such release."})
         return release_service.create_rollout(g.user, release, **data)
 
 
-# Ids beyond 64 bits are simply not found (the database cannot hold them).
-ROLLOUT_ID = "<int(max=9223372036854775807):rollout_id>"
+# Ids beyond what the database holds are simply not found (console/limits.py bounds every <int:...>).
+ROLLOUT_ID = "<int:rollout_id>"
 
 
 @blp.route(f"/rollouts/{ROLLOUT_ID}")
 class RolloutItem(MethodView):
+    @requires("rollout.view")
     @blp.response(200, RolloutSchema)
     def get(self, rollout_id):
         """A rollout with every hub's state."""
@@ -465,31 +517,98 @@ class RolloutItem(MethodView):
 
 @blp.route(f"/rollouts/{ROLLOUT_ID}/<any(start,pause,resume,abort):action>")
 class RolloutControl(MethodView):
+    @requires("rollout.manage")
     @blp.response(200, RolloutSchema)
     def post(self, rollout_id, action):
         """Start, pause, resume or abort; resuming a halted rollout retries the hubs that halted it.  409 with the
         reason when the rollout's state refuses it."""
-        return release_service.control(g.user, scope.get_rollout(g.user, rollout_id), action)
+        return release_service.control(g.user, scope.get_rollout(g.user, rollout_id, "rollout.manage"), action)
 
 
 @blp.route(f"/rollouts/{ROLLOUT_ID}/hubs/<slug>/<any(retry,skip):action>")
 class RolloutHubControl(MethodView):
+    @requires("rollout.manage")
     @blp.response(200, RolloutHubSchema)
     def post(self, rollout_id, slug, action):
         """Retry (back to pending) or skip one hub of a rollout that is not over.  409 with the reason when the hub's
         state refuses it."""
-        return release_service.hub_action(g.user, scope.get_rollout(g.user, rollout_id), slug, action)
+        return release_service.hub_action(g.user, scope.get_rollout(g.user, rollout_id, "rollout.manage"), slug,
+                                          action)
 
 
 @blp.route("/institutions/<slug>/blackouts")
 class InstitutionBlackouts(MethodView):
+    @requires("institution.view")
     @blp.response(200, BlackoutSchema(many=True))
     def get(self, slug):
         """Times the institution's hubs must not be touched (UTC)."""
         return scope.get_institution(g.user, slug).blackouts or []
 
+    @requires("blackout.set")
     @blp.arguments(BlackoutSchema(many=True))
     @blp.response(200, BlackoutSchema(many=True))
     def put(self, windows, slug):
         """Replace the blackout windows."""
-        return release_service.set_blackouts(g.user, scope.get_institution(g.user, slug), windows)
+        return institution_service.set_blackouts(g.user, scope.get_institution(g.user, slug, "blackout.set"), windows)
+
+
+# -- API tokens: one's own, like the "API tokens" page -------------------------------------------------------------
+
+class TokenSchema(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    scopes = fields.List(fields.String(), metadata={"description": '"read", "write" or actions such as "hub.view"'})
+    created_at = fields.DateTime()
+    expires_at = fields.DateTime()
+    last_used_at = fields.DateTime(allow_none=True, metadata={"description": "to the minute"})
+    revoked_at = fields.DateTime(allow_none=True)
+    status = fields.Function(lambda token: token_service.status(token),
+                             metadata={"type": "string", "enum": ["active", "expired", "revoked"]})
+
+
+class TokenCreateSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(1, token_service.MAX_NAME))
+    scopes = fields.List(fields.String(validate=validate.Length(1, 60)), required=True,
+                         validate=validate.Length(1, 64),
+                         metadata={"description": 'what the token may do: "read", "write" or actions of the permission '
+                                                  'table, never more than you (or the token making it) may'})
+    expires_days = fields.Integer(load_default=token_service.DEFAULT_DAYS, strict=True,
+                                  validate=validate.Range(1, token_service.MAX_DAYS))
+
+
+class TokenCreatedSchema(TokenSchema):
+    token = fields.String(metadata={"description": "the token itself: shown this once, never again"})
+
+
+@blp.route("/tokens")
+class Tokens(MethodView):
+    @requires("token.manage")
+    @blp.response(200, TokenSchema(many=True))
+    def get(self):
+        """Your API tokens, newest first (expired and revoked ones too)."""
+        return token_service.list_tokens(g.user)
+
+    @requires("token.manage")
+    @blp.arguments(TokenCreateSchema)
+    @blp.response(201, TokenCreatedSchema)
+    def post(self, data):
+        """Create a token: its scopes within yours and this token's own."""
+        row, token = token_service.create_token(g.user, **data, within=token_service.actions_of(g.token.scopes,
+                                                                                              g.user))
+        row.token = token  # for this response only: not a column, never stored
+        return row
+
+
+@blp.route("/tokens/<int:token_id>")
+class TokenItem(MethodView):
+    @requires("token.manage")
+    @blp.response(200, TokenSchema)
+    def get(self, token_id):
+        """One of your tokens (another person's: 404)."""
+        return token_service.get_token(g.user, token_id)
+
+    @requires("token.manage")
+    @blp.response(204)
+    def delete(self, token_id):
+        """Revoke one of your tokens: from now on it gets 401."""
+        token_service.revoke_token(g.user, token_service.get_token(g.user, token_id))
