@@ -45,11 +45,7 @@ def people(user: User) -> Select:
 
 def get_person(user: User, person_id: int, action: str = "user.invite") -> User:
     """The account ``person_id``: NotFound unless ``user`` may see it, PermissionDenied unless they may ``action``."""
-    found = db.session.execute(people(user).where(User.id == person_id)).unique().scalar_one_or_none()
-    if found is None:
-        raise NotFound("no person here by that id")
-    require(user, action, found)
-    return found
+    return scope.load(people(user).where(User.id == person_id), "person", user, action)
 
 
 def invitations(user: User) -> Select:
@@ -66,11 +62,7 @@ def open_invitations(user: User) -> Select:
 
 def get_invitation(user: User, invitation_id: int, action: str = "user.invite") -> Invitation:
     """An invitation: NotFound unless ``user`` may see it, PermissionDenied unless they may ``action``."""
-    found = db.session.execute(invitations(user).where(Invitation.id == invitation_id)).unique().scalar_one_or_none()
-    if found is None:
-        raise NotFound("no invitation here by that id")
-    require(user, action, found)
-    return found
+    return scope.load(invitations(user).where(Invitation.id == invitation_id), "invitation", user, action)
 
 
 def _reach_of(role: str, institution: Institution | None):

@@ -58,7 +58,9 @@ def webhooks(user: User) -> Select:
     return _visible(WebhookTarget, user).order_by(WebhookTarget.id)
 
 
-def _one(query: Select, what: str, user: User, action: str | None):
+def load(query: Select, what: str, user: User, action: str | None):
+    """The one object ``query`` finds: NotFound when there is none (not visible), PermissionDenied when ``user`` may
+    not ``action`` it."""
     found = db.session.execute(query).unique().scalar_one_or_none()
     if found is None:
         raise NotFound(f"no {what} here by that name")
@@ -68,29 +70,29 @@ def _one(query: Select, what: str, user: User, action: str | None):
 
 
 def get_hub(user: User, slug: str, action: str = "hub.view") -> Hub:
-    return _one(hubs(user).where(Hub.slug == slug), "hub", user, action)
+    return load(hubs(user).where(Hub.slug == slug), "hub", user, action)
 
 
 def get_operation(user: User, operation_id: int, action: str = "hub.view") -> Operation:
-    return _one(operations(user).where(Operation.id == operation_id), "operation", user, action)
+    return load(operations(user).where(Operation.id == operation_id), "operation", user, action)
 
 
 def get_cluster(user: User, name: str, action: str = "cluster.view") -> Cluster:
-    return _one(clusters(user).where(Cluster.name == name), "cluster", user, action)
+    return load(clusters(user).where(Cluster.name == name), "cluster", user, action)
 
 
 def get_rollout(user: User, rollout_id: int, action: str = "rollout.view") -> Rollout:
-    return _one(_visible(Rollout, user).where(Rollout.id == rollout_id), "rollout", user, action)
+    return load(_visible(Rollout, user).where(Rollout.id == rollout_id), "rollout", user, action)
 
 
 def get_institution(user: User, slug: str, action: str = "institution.view") -> Institution:
-    return _one(institutions(user).where(Institution.slug == slug), "institution", user, action)
+    return load(institutions(user).where(Institution.slug == slug), "institution", user, action)
 
 
 def get_release(user: User, name: str, action: str = "release.view") -> Release:
-    return _one(_visible(Release, user).where(Release.name == name), "release", user, action)
+    return load(_visible(Release, user).where(Release.name == name), "release", user, action)
 
 
 def get_webhook(user: User, webhook_id: int, action: str = "alert.view") -> WebhookTarget:
     """A webhook the user sees: an institution admin never sees the fleet's (404), nor another institution's."""
-    return _one(webhooks(user).where(WebhookTarget.id == webhook_id), "webhook", user, action)
+    return load(webhooks(user).where(WebhookTarget.id == webhook_id), "webhook", user, action)

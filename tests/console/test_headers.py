@@ -9,7 +9,7 @@ import pytest
 from werkzeug.serving import make_server
 
 from console import ROOT
-from tests.conftest import PASSWORD, csrf_from
+from tests.conftest import PASSWORD
 
 EXPECTED = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
 

@@ -29,3 +29,14 @@ def local_fleet(app, ctx, create_institution, create_user, api_headers):
     create_institution("north")
     ensure_local_cluster("local", app.config["DATA_DIR"], app.config["LOCAL_PORT_RANGE"], "127.0.0.1")
     return api_headers(create_user("operator"))
+
+
+@pytest.fixture
+def worker_thread(app):
+    """The worker, its lanes and the monitor in this process, for the length of the test."""
+    from console.worker import start_in_process
+
+    thread, stop = start_in_process(app)
+    yield
+    stop.set()
+    thread.join(30)

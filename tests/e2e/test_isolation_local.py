@@ -55,16 +55,6 @@ def config(config, public_tmp):
     return {**config, "DATA_DIR": str(public_tmp / "data"), "SECRET_KEY": None}
 
 
-@pytest.fixture
-def worker_thread(app):
-    from console.worker import start_in_process
-
-    thread, stop = start_in_process(app)
-    yield
-    stop.set()
-    thread.join(30)
-
-
 PROBE = """
 import json, os, subprocess
 def attempt(path):

@@ -17,16 +17,6 @@ from tests.helpers import port_open, wait_for
 pytestmark = pytest.mark.timeout(240)
 
 
-@pytest.fixture
-def worker_thread(app):
-    from console.worker import start_in_process
-
-    thread, stop = start_in_process(app)
-    yield
-    stop.set()
-    thread.join(30)
-
-
 def operation_state(client, headers, op_id):
     return client.get(f"/api/v1/operations/{op_id}", headers=headers).get_json()
 
