@@ -10,6 +10,7 @@ setup: $(VENV)/.installed node_modules/.installed
 
 setup-test: setup
 	@scripts/ensure-postgres.sh
+	@scripts/ensure-chromium.sh
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)

@@ -3,7 +3,6 @@ import base64
 import hashlib
 import re
 import threading
-from pathlib import Path
 
 import pytest
 from werkzeug.serving import make_server
@@ -92,10 +91,9 @@ def live_server(app):
 
 @pytest.fixture
 def browser():
-    playwright_api = pytest.importorskip("playwright.sync_api")
-    if not Path("/usr/bin/chromium").exists():
-        pytest.skip("no Chromium at /usr/bin/chromium")
-    with playwright_api.sync_playwright() as playwright:
+    from playwright.sync_api import sync_playwright  # Chromium itself comes from `make setup-test`
+
+    with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
         yield browser
         browser.close()
