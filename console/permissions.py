@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 from flask import g, has_request_context
 from sqlalchemy import ColumnElement, false, select, true
@@ -132,14 +132,16 @@ def _kind(obj_or_model) -> Kind:
 
 # -- reaches and roles ---------------------------------------------------------------------------------------------
 
-class Reach:
+class Reach(Protocol):
     """The objects a role's actions apply to."""
 
     def where(self, user: User, model: type) -> ColumnElement:
-        raise NotImplementedError
+        """A query condition selecting the rows of ``model`` within ``user``'s reach."""
+        ...
 
     def sees(self, user: User, obj: Any) -> bool:
-        raise NotImplementedError
+        """Whether the loaded ``obj`` is within ``user``'s reach."""
+        ...
 
 
 class FleetReach(Reach):
