@@ -8,17 +8,22 @@ import psutil
 import pytest
 
 from clusters.environments import installed_jupyterhub
-from clusters.local import MARKER
+from clusters.local import MARKER, LocalBackend
 from console.extensions import db
-from console.models import Hub, Operation, Release
+from console.models import Cluster, Hub, Operation, Release
 from console.services import operations
 from console.services.institutions import ensure_local_cluster
 
 pytestmark = pytest.mark.timeout(240)
 
 
+def smoke_root(app):
+    cluster = db.session.execute(db.select(Cluster).filter_by(name="local")).scalar_one()
+    return Path(cluster.settings["root"]) / LocalBackend.NESTED
+
+
 def smoke_processes(app):
-    root = str(Path(app.config["DATA_DIR"]) / "smoke-tests")
+    root = str(smoke_root(app))
     found = []
     for proc in psutil.process_iter():
         try:
@@ -49,7 +54,7 @@ def test_a_release_of_the_installed_version_becomes_ready_through_a_smoke_test_h
                                f"{installed_jupyterhub()})") for line in log), log
     print(f"\nsmoke test of JupyterHub {installed_jupyterhub()} (with a hub's start): "
           f"{time.monotonic() - started:.1f}s")
-    assert not smoke_processes(app) and not any((Path(app.config["DATA_DIR"]) / "smoke-tests").iterdir())
+    assert not smoke_processes(app) and not any(smoke_root(app).iterdir())
     assert db.session.execute(db.select(Hub).filter_by(slug="early")).unique().scalar_one().release is None
     client.post("/api/v1/hubs", json={"slug": "late", "institution": "north", "cluster": "local"},
                 headers=local_fleet)
