@@ -6,11 +6,15 @@ plugin through its own environment variables, so they never sit in a plan, a sta
 """
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 NAME_RE = re.compile(r"^[a-z][a-z0-9-]{1,28}[a-z0-9]$")
+MAX_CIDRS = 20  # the modules' api_authorized_ranges validation allows 1 to 20 ranges
+# Between ranges: commas and white space, and the brackets and quotes of a list shown back in the form as text.
+_CIDR_SEPARATORS = re.compile(r"[\s,\[\]'\"]+")
 
 
 class FieldError(ValueError):
@@ -22,7 +26,7 @@ class WizardField:
     name: str
     label: str
     default: Any = None
-    kind: str = "text"  # text | int | bool | choice
+    kind: str = "text"  # text | int | bool | choice | cidrs (a list of IPv4 networks)
     choices: tuple[str, ...] = ()
     minimum: int | None = None
     maximum: int | None = None
@@ -34,7 +38,7 @@ class WizardField:
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             if self.default is None:
                 raise FieldError(f"{self.label} is required.")
-            return self.default
+            return list(self.default) if isinstance(self.default, list) else self.default
         if self.kind == "bool":
             if isinstance(raw, bool):
                 return raw
@@ -53,12 +57,39 @@ class WizardField:
             if self.maximum is not None and value > self.maximum:
                 raise FieldError(f"Use {self.maximum} or less.")
             return value
+        if self.kind == "cidrs":
+            return parse_cidrs(raw)
         value = str(raw).strip()
         if self.kind == "choice" and value not in self.choices:
             raise FieldError(f"Choose one of {', '.join(self.choices)}.")
         if self.pattern and not re.fullmatch(self.pattern, value):
             raise FieldError(self.help or "This value is not valid here.")
         return value
+
+
+def parse_cidrs(raw: Any) -> list[str]:
+    """IPv4 networks from a list or from text (separated by commas or spaces), as Terraform's api_authorized_ranges
+    takes them: 1 to MAX_CIDRS canonical CIDRs, duplicates dropped, order kept.  Raises FieldError.  Pure."""
+    items = raw if isinstance(raw, (list, tuple)) else _CIDR_SEPARATORS.split(str(raw))
+    ranges: list[str] = []
+    for item in (str(i).strip() for i in items):
+        if not item:
+            continue
+        if not re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}/\d{1,2}", item):
+            raise FieldError(f"{item} is not an IPv4 range in CIDR notation such as 203.0.113.0/24.")
+        try:
+            network = ipaddress.IPv4Network(item, strict=False)
+        except ValueError:
+            raise FieldError(f"{item} is not an IPv4 range in CIDR notation such as 203.0.113.0/24.") from None
+        if str(network) != item:
+            raise FieldError(f"{item} has host bits set; the range is {network}.")
+        if item not in ranges:
+            ranges.append(item)
+    if not ranges:
+        raise FieldError("Give at least one range; 0.0.0.0/0 admits any address.")
+    if len(ranges) > MAX_CIDRS:
+        raise FieldError(f"Give at most {MAX_CIDRS} ranges.")
+    return ranges
 
 
 @dataclass(frozen=True)
@@ -111,6 +142,12 @@ def _gpu_fields(machine_default: str) -> tuple[WizardField, ...]:
     )
 
 
+def _api_access() -> WizardField:
+    return WizardField("api_authorized_ranges", "API server reachable from", ["0.0.0.0/0"], "cidrs",
+                       help="IPv4 ranges (CIDR) separated by commas; 0.0.0.0/0 admits any address. "
+                            "Include the console's own address.")
+
+
 def _common(core_default: str, user_default: str) -> tuple[WizardField, ...]:
     return (
         WizardField("name", "Cluster name", None, pattern=NAME_RE.pattern,
@@ -139,20 +176,20 @@ PROVIDERS: dict[str, Provider] = {p.name: p for p in (
         WizardField("region", "Region", "us-central1", pattern=r"[a-z]+-[a-z]+[0-9]",
                     help="A region such as us-central1."),
         *_common("e2-standard-2", "n2-highmem-4"), *_gpu_fields("n1-standard-8"),
-        WizardField("gpu_accelerator_type", "GPU type", "nvidia-tesla-t4"),
+        WizardField("gpu_accelerator_type", "GPU type", "nvidia-tesla-t4"), _api_access(),
     ), (Credential("google_credentials", "GOOGLE_CREDENTIALS", "Service account key (JSON)"),),
         checks=(_pool_bounds, _gpu_pool, _filestore_size)),
     Provider("eks", "Amazon EKS", "eks-cluster", (
         WizardField("region", "Region", "us-east-1", pattern=r"[a-z]{2}(-gov)?-[a-z]+-[0-9]",
                     help="A region such as us-east-1."),
-        *_common("t3.large", "r5.xlarge"), *_gpu_fields("g4dn.xlarge"),
+        *_common("t3.large", "r5.xlarge"), *_gpu_fields("g4dn.xlarge"), _api_access(),
     ), (Credential("aws_access_key_id", "AWS_ACCESS_KEY_ID", "Access key id"),
         Credential("aws_secret_access_key", "AWS_SECRET_ACCESS_KEY", "Secret access key")),
         checks=(_pool_bounds, _gpu_pool)),
     Provider("aks", "Azure Kubernetes Service", "aks-cluster", (
         WizardField("region", "Region", "eastus", pattern=r"[a-z]+[a-z0-9]*",
                     help="An Azure location such as eastus."),
-        *_common("Standard_D2s_v5", "Standard_E4s_v5"), *_gpu_fields("Standard_NC4as_T4_v3"),
+        *_common("Standard_D2s_v5", "Standard_E4s_v5"), *_gpu_fields("Standard_NC4as_T4_v3"), _api_access(),
     ), (Credential("arm_client_id", "ARM_CLIENT_ID", "Client id"),
         Credential("arm_client_secret", "ARM_CLIENT_SECRET", "Client secret"),
         Credential("arm_tenant_id", "ARM_TENANT_ID", "Tenant id"),

@@ -15,8 +15,8 @@ output "cluster_ca_certificate" {
 }
 
 output "kubeconfig" {
-  description = "Kubeconfig (YAML) for the cluster, as AKS issues it (client certificate of the cluster's local admin)."
-  value       = azurerm_kubernetes_cluster.this.kube_config_raw
+  description = "Kubeconfig (YAML) for the cluster; it authenticates through kubelogin with the service principal in the caller's AZURE_CLIENT_ID and AZURE_CLIENT_SECRET (the cluster has no local accounts)."
+  value       = local.kubeconfig
   sensitive   = true
 }
 

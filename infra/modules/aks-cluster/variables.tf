@@ -114,3 +114,19 @@ variable "gpu_max_nodes" {
     error_message = "The GPU pool maximum must be a whole number from 0 to 100."
   }
 }
+
+variable "api_authorized_ranges" {
+  description = "IPv4 ranges (CIDR) from which the cluster's Kubernetes API server may be reached; 0.0.0.0/0 (the default) admits any address. The console's own address must be among them."
+  type        = list(string)
+  default     = ["0.0.0.0/0"]
+
+  validation {
+    condition     = length(var.api_authorized_ranges) >= 1 && length(var.api_authorized_ranges) <= 20
+    error_message = "Give 1 to 20 address ranges; 0.0.0.0/0 admits any address."
+  }
+
+  validation {
+    condition     = alltrue([for cidr in var.api_authorized_ranges : can(regex("^[0-9]{1,3}(\\.[0-9]{1,3}){3}/[0-9]{1,2}$", cidr)) && try(cidrsubnet(cidr, 0, 0) == cidr, false)])
+    error_message = "Each range must be an IPv4 network in CIDR notation without host bits, such as 203.0.113.0/24."
+  }
+}

@@ -12,7 +12,10 @@ provider "aws" {
 
 data "aws_partition" "current" {}
 
+data "aws_caller_identity" "current" {}
+
 data "aws_availability_zones" "available" {
+  #checkov:skip=CKV_AWS_394:The first three zones by name are taken; AWS gives a region's new zones later names, so a new zone does not move the subnets. The list keys the subnets, so it must be known when planning and cannot be pinned in state as the GKE module pins its zone.
   state = "available"
 
   filter {
@@ -23,6 +26,10 @@ data "aws_availability_zones" "available" {
 
 locals {
   partition = data.aws_partition.current.partition
+  account   = data.aws_caller_identity.current.account_id
+
+  # The log group EKS writes the control plane's logs to; created here so that it has a retention and a key.
+  log_group = "/aws/eks/${var.name}/cluster"
 
   # IAM names are global to the account, so they carry the region as well as the cluster name.
   iam_prefix = "${var.name}-${var.region}"
@@ -63,6 +70,7 @@ locals {
 # -- network ------------------------------------------------------------------------------------------------------
 
 resource "aws_vpc" "this" {
+  #checkov:skip=CKV2_AWS_11:VPC flow logs are billed per GB and nothing in hubfleet reads them; the audit trail hubs need is the control plane's (enabled_cluster_log_types on the cluster).
   cidr_block           = local.vpc_cidr
   enable_dns_support   = true
   enable_dns_hostnames = true
@@ -72,13 +80,19 @@ resource "aws_vpc" "this" {
   }
 }
 
+# Nothing uses the VPC's default security group; without rules it admits and sends nothing.
+resource "aws_default_security_group" "this" {
+  vpc_id = aws_vpc.this.id
+}
+
 resource "aws_subnet" "public" {
   for_each = local.public_subnets
 
-  vpc_id                  = aws_vpc.this.id
-  availability_zone       = each.key
-  cidr_block              = each.value
-  map_public_ip_on_launch = true
+  vpc_id            = aws_vpc.this.id
+  availability_zone = each.key
+  cidr_block        = each.value
+  # Only the NAT gateway (an Elastic IP) and load balancers live here; nothing launched here needs an address.
+  map_public_ip_on_launch = false
 
   tags = {
     Name                     = "${var.name}-public-${each.key}"
@@ -236,6 +250,7 @@ resource "aws_iam_role" "cluster_autoscaler" {
 }
 
 data "aws_iam_policy_document" "cluster_autoscaler" {
+  # These actions take no resource: AWS only grants them on "*".
   statement {
     actions = [
       "autoscaling:DescribeAutoScalingGroups",
@@ -247,9 +262,13 @@ data "aws_iam_policy_document" "cluster_autoscaler" {
       "ec2:DescribeInstanceTypes",
       "ec2:DescribeLaunchTemplateVersions",
       "ec2:GetInstanceTypesFromInstanceRequirements",
-      "eks:DescribeNodegroup",
     ]
     resources = ["*"]
+  }
+
+  statement {
+    actions   = ["eks:DescribeNodegroup"]
+    resources = ["arn:${local.partition}:eks:${var.region}:${local.account}:nodegroup/${var.name}/*/*"]
   }
 
   statement {
@@ -273,9 +292,73 @@ resource "aws_iam_role_policy" "cluster_autoscaler" {
   policy = data.aws_iam_policy_document.cluster_autoscaler.json
 }
 
+# -- secrets encryption and control-plane logs ---------------------------------------------------------------------
+
+# One customer key encrypts the cluster's Secrets in etcd (the hubs' values and tokens) and its control-plane logs.
+data "aws_iam_policy_document" "cluster_key" {
+  #checkov:skip=CKV_AWS_109:A key policy's Resource "*" is the key itself; this statement is AWS's default key policy, which lets the account's IAM policies grant use of the key.
+  #checkov:skip=CKV_AWS_111:A key policy's Resource "*" is the key itself; this statement is AWS's default key policy, which lets the account's IAM policies grant use of the key.
+  #checkov:skip=CKV_AWS_356:A key policy's Resource "*" is the key itself; this statement is AWS's default key policy, which lets the account's IAM policies grant use of the key.
+  statement {
+    sid       = "AccountAdministers"
+    actions   = ["kms:*"]
+    resources = ["*"]
+
+    principals {
+      type        = "AWS"
+      identifiers = ["arn:${local.partition}:iam::${local.account}:root"]
+    }
+  }
+
+  statement {
+    sid       = "ControlPlaneLogs"
+    actions   = ["kms:Encrypt*", "kms:Decrypt*", "kms:ReEncrypt*", "kms:GenerateDataKey*", "kms:Describe*"]
+    resources = ["*"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["logs.${var.region}.amazonaws.com"]
+    }
+
+    condition {
+      test     = "ArnEquals"
+      variable = "kms:EncryptionContext:aws:logs:arn"
+      values   = ["arn:${local.partition}:logs:${var.region}:${local.account}:log-group:${local.log_group}"]
+    }
+  }
+}
+
+resource "aws_kms_key" "cluster" {
+  description             = "Secrets and control-plane logs of EKS cluster ${var.name}"
+  enable_key_rotation     = true
+  deletion_window_in_days = 7
+  policy                  = data.aws_iam_policy_document.cluster_key.json
+}
+
+data "aws_iam_policy_document" "cluster_key_use" {
+  statement {
+    actions   = ["kms:Encrypt", "kms:Decrypt", "kms:ListGrants", "kms:DescribeKey"]
+    resources = [aws_kms_key.cluster.arn]
+  }
+}
+
+resource "aws_iam_role_policy" "cluster_key_use" {
+  name   = "cluster-key"
+  role   = aws_iam_role.cluster.id
+  policy = data.aws_iam_policy_document.cluster_key_use.json
+}
+
+resource "aws_cloudwatch_log_group" "cluster" {
+  name              = local.log_group
+  retention_in_days = 365
+  kms_key_id        = aws_kms_key.cluster.arn
+}
+
 # -- cluster ------------------------------------------------------------------------------------------------------
 
 resource "aws_eks_cluster" "this" {
+  #checkov:skip=CKV_AWS_38:The default api_authorized_ranges (0.0.0.0/0) keeps a new cluster reachable from wherever the console runs, whose address the module cannot know; the wizard asks for narrower ranges and they become public_access_cidrs.
+  #checkov:skip=CKV_AWS_39:The console reaches the API server over the internet, so the public endpoint stays; public_access_cidrs (api_authorized_ranges) limits who can connect and nodes use the private endpoint.
   name     = var.name
   role_arn = aws_iam_role.cluster.arn
 
@@ -289,9 +372,18 @@ resource "aws_eks_cluster" "this" {
     subnet_ids              = values(aws_subnet.private)[*].id
     endpoint_private_access = true
     endpoint_public_access  = true
+    public_access_cidrs     = var.api_authorized_ranges
   }
 
-  enabled_cluster_log_types = ["api", "audit", "authenticator"]
+  encryption_config {
+    resources = ["secrets"]
+
+    provider {
+      key_arn = aws_kms_key.cluster.arn
+    }
+  }
+
+  enabled_cluster_log_types = ["api", "audit", "authenticator", "controllerManager", "scheduler"]
 
   upgrade_policy {
     support_type = "STANDARD"
@@ -309,7 +401,7 @@ resource "aws_eks_cluster" "this" {
     }
   }
 
-  depends_on = [aws_iam_role_policy_attachment.cluster]
+  depends_on = [aws_iam_role_policy_attachment.cluster, aws_iam_role_policy.cluster_key_use, aws_cloudwatch_log_group.cluster]
 }
 
 # The core group has a fixed size, so Terraform owns its desired size. It stays in one zone: the hub's database
@@ -384,6 +476,19 @@ resource "aws_eks_node_group" "autoscaled" {
   depends_on = [aws_iam_role_policy_attachment.nodes, aws_route_table_association.private]
 }
 
+# The VPC CNI as a managed add-on, with its network policy agent on: without it NetworkPolicies are stored but not
+# enforced. OVERWRITE takes over the copy EKS installs by itself in a new cluster.
+resource "aws_eks_addon" "vpc_cni" {
+  cluster_name                = aws_eks_cluster.this.name
+  addon_name                  = "vpc-cni"
+  resolve_conflicts_on_create = "OVERWRITE"
+  resolve_conflicts_on_update = "OVERWRITE"
+
+  configuration_values = jsonencode({
+    enableNetworkPolicy = "true"
+  })
+}
+
 resource "aws_eks_addon" "pod_identity_agent" {
   cluster_name = aws_eks_cluster.this.name
   addon_name   = "eks-pod-identity-agent"
@@ -414,6 +519,7 @@ resource "aws_eks_pod_identity_association" "cluster_autoscaler" {
 # -- home storage -------------------------------------------------------------------------------------------------
 
 resource "aws_efs_file_system" "home" {
+  #checkov:skip=CKV_AWS_184:Encrypted at rest with the AWS-managed key; moving an existing file system to another key replaces it, and with it every user's home directory.
   creation_token   = "${var.name}-home"
   encrypted        = true
   performance_mode = "generalPurpose"
