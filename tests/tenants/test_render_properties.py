@@ -1,6 +1,4 @@
 """Property: every config the validator accepts renders z2jh values that pass the real chart schema."""
-from pathlib import Path
-
 import pytest
 import yaml
 from hypothesis import given, settings
@@ -11,14 +9,14 @@ from tenants.layering import RELEASE_DEFAULTS, layered
 from tenants.policy import DEFAULT_POLICY
 from tenants.render import MASK, mask_secrets, render_local, render_z2jh
 from tenants.z2jh import schema_errors
+from tests.k8s.reference import MISSING, values_defaults_path, values_schema_path
 from tests.tenants.strategies import auth_configs, environments, policies
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference"
-if not (REFERENCE / "z2jh-values.schema.yaml").exists():
-    pytest.skip(f"the z2jh chart schema is not here ({REFERENCE} is absent)", allow_module_level=True)
+if not (values_schema_path().is_file() and values_defaults_path().is_file()):
+    pytest.skip(MISSING, allow_module_level=True)
 
-SCHEMA = yaml.safe_load((REFERENCE / "z2jh-values.schema.yaml").read_text())
-DEFAULTS = yaml.safe_load((REFERENCE / "z2jh-values.defaults.yaml").read_text())
+SCHEMA = yaml.safe_load(values_schema_path().read_text())
+DEFAULTS = yaml.safe_load(values_defaults_path().read_text())
 
 
 @settings(max_examples=300, deadline=None)
