@@ -9,6 +9,11 @@ Contract for every method:
 
 The returned state is stored in the console's database in the clear: it must never hold a secret from the spec.
 
+``render_target``
+    What ``HubSpec.config`` is for this backend: "local" (JupyterHub traitlets sections) or "z2jh" (the Zero to
+    JupyterHub chart's values).  ``HubSpec.secrets`` has the same shape and holds only the secret leaves; a backend
+    keeps them apart from the config wherever it can (Kubernetes: a Secret the HelmRelease reads), and never in state.
+
 ``deploy(spec, state) -> state``
     Make the hub exist and run with ``spec``; start it if it is not running, restart it if its rendered config
     changed, do nothing if it already matches.  Returns without waiting for readiness (the reconciler polls
@@ -29,8 +34,10 @@ The returned state is stored in the console's database in the clear: it must nev
 ``remove(state)``
     Stop the hub and delete everything the backend made for it.  Safe to call twice and on a hub that never started.
 
-``status(state) -> HubStatus``
-    What the backend sees now.  Never raises for an unreachable or missing hub: that is a status, not an error.
+``status(state) -> HubStatus`` / ``statuses(states) -> list[HubStatus]``
+    What the backend sees now: ``phase`` (one of :data:`PHASES`) and ``reason`` say where a change stands and why.
+    ``statuses`` answers for many hubs of one cluster at once (one look per kind of object, not one per hub);
+    :func:`statuses` falls back to ``status`` per hub for backends without it.  Never raises for an unreachable or missing hub: that is a status, not an error.
     Returns within a few seconds (it may ask the hub over HTTP); ``retry_after`` hints when a hub that is not ready
     yet is worth asking again.
 
@@ -52,6 +59,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 
+# Where a hub's last change stands: waiting to be picked up, under way, done, failing and retried, undone by the
+# platform (the previous version runs again), given up.
+PHASES = ("pending", "progressing", "succeeded", "retrying", "rolled-back", "failed")
+
+
 class BackendError(RuntimeError):
     """A backend could not do what it was asked; the message is shown in the operation log."""
 
@@ -64,8 +76,18 @@ class HubSpec:
     institution: str
     release: str = "default"
     jupyterhub_version: str | None = None  # None: whatever the backend runs by default
-    # JupyterHub configuration as traitlets sections: {"JupyterHub": {...}, "Authenticator": {...}}.
-    config: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # The rendered config for the backend's render_target (local: traitlets sections {"JupyterHub": {...}}; z2jh:
+    # chart values), without secrets; ``secrets`` has the same shape and only the secret leaves.
+    config: dict[str, Any] = field(default_factory=dict)
+    secrets: dict[str, Any] = field(default_factory=dict)
+    uid: str = ""  # unique in the fleet for the hub's whole life (a deleted hub's slug may be used again)
+    chart_version: str = ""  # Kubernetes: the z2jh chart version and hub image of the release
+    hub_image: str = ""
+    policy: dict[str, Any] = field(default_factory=dict)  # the institution's guardrails (tenants.policy)
+
+    def full_config(self) -> dict[str, Any]:
+        """The config with its secrets merged back in (for a backend that writes both to one private file)."""
+        return merge_secrets(self.config, self.secrets)
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,25 @@ class HubStatus:
     users: int | None = None
     message: str = ""
     retry_after: float | None = None  # seconds after which asking again is worthwhile; None: the caller's default
+    phase: str = ""  # one of PHASES; "" when the backend cannot tell
+    reason: str = ""  # a short machine word for why (UpgradeFailed, ImagePullBackOff, ...)
+
+
+def merge_secrets(config: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
+    """``config`` with ``secrets`` (same shape, secret leaves only) merged in; pure."""
+    merged = dict(config)
+    for key, value in secrets.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_secrets(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def statuses(backend: "Backend", states: list[dict]) -> list[HubStatus]:
+    """The status of every hub in ``states`` (all on one backend), in one look where the backend can."""
+    many = getattr(backend, "statuses", None)
+    return many(states) if many else [backend.status(state) for state in states]
 
 
 Log = Callable[[str], None]
@@ -85,6 +126,7 @@ Log = Callable[[str], None]
 class Backend(Protocol):
     name: str
     supervised: bool
+    render_target: str
 
     def deploy(self, spec: HubSpec, state: dict, log: Log) -> dict: ...
 
@@ -123,10 +165,15 @@ def register(name: str):
 
 def get_backend(name: str, **settings: Any) -> Backend:
     """Build the backend registered as ``name`` with ``settings``; raises ``KeyError`` for an unknown name."""
+    return backend_class(name)(**settings)
+
+
+def backend_class(name: str):
+    """The class registered as ``name`` (its ``render_target`` and ``supervised`` need no instance)."""
     _load_builtin()
-    return _REGISTRY[name](**settings)
+    return _REGISTRY[name]
 
 
 def _load_builtin() -> None:
     # Importing registers them; done lazily so importing this module stays cheap.
-    from clusters import local, testing  # noqa: F401
+    from clusters import kubernetes, local, testing  # noqa: F401

@@ -43,6 +43,7 @@ import psutil
 from clusters.base import BackendError, HubSpec, HubStatus, Log, register
 from clusters.environments import EnvironmentSetupError, python_for, unreachable
 from clusters.synthetic import CHECK_USER
+from clusters.local_files import write_hub_config
 
 MARKER = "HUBFLEET_HUB_DIR"
 SERVICE_NAME = "hubfleet"
@@ -152,6 +153,8 @@ class LocalBackend:
     """
 
     supervised = True  # nothing else restarts a local hub whose process died
+    render_target = "local"
+    NESTED = ".throw-away"  # directory of the root that holds throw-away roots (see ``throw_away``)
 
     def __init__(self, root: str, port_range: tuple[int, int] | list[int] = (18000, 18999), ip: str = "127.0.0.1",
                  python: str | None = None, proxy_command: str | None = None, start_timeout: int = 60,
@@ -166,6 +169,14 @@ class LocalBackend:
         self.start_timeout = start_timeout
         self.singleuser_cmd = singleuser_cmd
         self.environments = Path(environments) if environments else self.root.parent / "environments"
+        self.ports_root = self.root  # whose hubs' ports this backend must not take, and where their lock is
+
+    def throw_away(self, name: str) -> "LocalBackend":
+        """A backend for short-lived hubs (a release's smoke test) in ``root/.throw-away/<name>``: same settings, and
+        the same ports, so a throw-away hub and the cluster's hubs never take one port twice."""
+        nested = LocalBackend.__new__(LocalBackend)
+        nested.__dict__.update(self.__dict__, root=self.root / self.NESTED / name)
+        return nested
 
     # -- paths and processes ------------------------------------------------------------------------------------
 
@@ -217,7 +228,8 @@ class LocalBackend:
 
     def _reserved_ports(self) -> set[int]:
         taken: set[int] = set()
-        for settings in self.root.glob("*/ports.json"):
+        for settings in [*self.ports_root.glob("*/ports.json"),
+                         *self.ports_root.glob(f"{self.NESTED}/*/*/ports.json")]:
             with contextlib.suppress(OSError, ValueError):
                 taken.update(json.loads(settings.read_text()).values())
         return taken
@@ -239,7 +251,7 @@ class LocalBackend:
         """
         ports_file = hub_dir / "ports.json"
         _private_dir(self.root)
-        with open(self.root / ".ports.lock", "w") as lock:
+        with open(self.ports_root / ".ports.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if ports_file.exists():
                 return json.loads(ports_file.read_text())
@@ -261,7 +273,7 @@ class LocalBackend:
 
     def _settings(self, spec: HubSpec, hub_dir: Path, ports: dict[str, int], token: str, check_token: str,
                   python: str) -> dict:
-        settings = {section: dict(values) for section, values in spec.config.items()}
+        settings = {section: dict(values) for section, values in spec.full_config().items()}
 
         def put(section: str, **values):
             settings.setdefault(section, {}).update(values)
@@ -310,8 +322,7 @@ class LocalBackend:
         """Write settings.json for ``spec``; returns (ports, changed)."""
         _private_dir(self.root)
         _private_dir(hub_dir)
-        with _private_file(hub_dir / "jupyterhub_config.py") as out:
-            out.write(Path(__file__).with_name("local_jupyterhub_config.py").read_text())
+        write_hub_config(hub_dir)
         ports = self._allocate_ports(hub_dir)
         token = self._read_token(hub_dir) or secrets.token_hex(32)
         check_token = self._read_token(hub_dir, CHECK_SERVICE) or secrets.token_hex(32)
@@ -479,14 +490,17 @@ class LocalBackend:
         hub_dir = self._dir_of(state)
         if hub_dir is None or self._main_process(hub_dir, state.get("pid")) is None:
             return HubStatus(running=False, ready=False, url=state.get("url"),
+                             phase="failed" if hub_dir is not None and hub_dir.exists() else "pending",
                              message="JupyterHub is not running" + self._log_tail(hub_dir))
         url = state["url"]
         try:
             health = httpx.get(url + "hub/health", timeout=PROBE_TIMEOUT)
         except httpx.HTTPError as exc:
-            return HubStatus(running=True, ready=False, url=url, message=f"no answer yet: {exc.__class__.__name__}")
+            return HubStatus(running=True, ready=False, url=url, phase="progressing",
+                             message=f"no answer yet: {exc.__class__.__name__}")
         if health.status_code != 200:
-            return HubStatus(running=True, ready=False, url=url, message=f"/hub/health answered {health.status_code}")
+            return HubStatus(running=True, ready=False, url=url, phase="progressing",
+                             message=f"/hub/health answered {health.status_code}")
         version = users = None
         headers = {"Authorization": f"token {self._read_token(hub_dir)}"}
         with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
@@ -494,7 +508,7 @@ class LocalBackend:
             page = httpx.get(url + "hub/api/users", params={"limit": 1}, timeout=PROBE_TIMEOUT,
                              headers={**headers, "Accept": "application/jupyterhub-pagination+json"})
             users = page.json()["_pagination"]["total"]
-        return HubStatus(running=True, ready=True, url=url, version=version, users=users,
+        return HubStatus(running=True, ready=True, url=url, version=version, users=users, phase="succeeded",
                          message=SINGLE_USER if state.get("isolation") == "single-user" else "")
 
     def alive(self, state: dict) -> bool | None:

@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from clusters.local_files import write_hub_config
 
 HERE = Path(__file__).resolve().parent
 SECRET_KEYS = frozenset({"client_secret", "user_password", "api_token", "cookie_secret"})
@@ -71,8 +72,7 @@ def preflight(config: dict[str, Any], python: str, timeout: float = 60.0) -> Pre
         fd = os.open(settings, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(sections, out)
-        config_file = Path(directory) / "jupyterhub_config.py"
-        shutil.copyfile(HERE / "local_jupyterhub_config.py", config_file)
+        config_file = write_hub_config(Path(directory))
         # The console's own settings (database URL, keys) are none of the child's business.
         env = {k: v for k, v in os.environ.items() if not k.startswith(("HUBFLEET_", "JUPYTERHUB_"))}
         try:

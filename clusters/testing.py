@@ -30,6 +30,7 @@ class FakeBackend:
     """``reachable``: the hubs' URLs answer HTTP (a test points them at stand-in servers), so probe them."""
 
     supervised = True
+    render_target = "local"
 
     def __init__(self, delay: float = 0.0, reachable: bool = False, **_ignored):
         self.delay = float(delay)
@@ -43,7 +44,7 @@ class FakeBackend:
     @staticmethod
     def fingerprint(spec: HubSpec) -> str:
         # The state is stored by the console, so it keeps a digest of the config, never the config (secrets).
-        return hashlib.sha256(json.dumps([spec.config, spec.jupyterhub_version], sort_keys=True).encode()).hexdigest()
+        return hashlib.sha256(json.dumps([spec.config, spec.secrets, spec.jupyterhub_version], sort_keys=True).encode()).hexdigest()
 
     def deploy(self, spec: HubSpec, state: dict, log: Log) -> dict:
         if spec.config.get("FakeBackend", {}).get("fail_deploy"):
@@ -75,12 +76,14 @@ class FakeBackend:
         log(f"restored {backup}")
 
     def remove(self, state: dict, log: Log) -> None:
+        _killed.add(state.get("slug"))  # gone until deployed again
         log("removed")
 
     def status(self, state: dict) -> HubStatus:
         if not self.alive(state):
-            return HubStatus(running=False, ready=False, message="not deployed")
-        return HubStatus(running=True, ready=True, url=state["url"], version=state.get("version", "fake"), users=0)
+            return HubStatus(running=False, ready=False, message="not deployed", phase="pending")
+        return HubStatus(running=True, ready=True, url=state["url"], version=state.get("version", "fake"), users=0,
+                         phase="succeeded")
 
     def alive(self, state: dict) -> bool | None:
         return bool(state.get("deployed")) and state.get("slug") not in _killed
@@ -115,7 +118,7 @@ class DelayedBackend(FakeBackend):
         wait = state.get("ready_at", 0) - time.time()
         if status.ready and wait > 0:
             return HubStatus(running=True, ready=False, url=status.url, message=f"starting (ready in {wait:.1f}s)",
-                             retry_after=wait)
+                             retry_after=wait, phase="progressing")
         return status
 
 
@@ -123,8 +126,9 @@ class DelayedBackend(FakeBackend):
 class NeverReadyBackend(FakeBackend):
     def status(self, state: dict) -> HubStatus:
         if not self.alive(state):
-            return HubStatus(running=False, ready=False, message="not deployed")
-        return HubStatus(running=True, ready=False, url=state["url"], message="health check never answers")
+            return HubStatus(running=False, ready=False, message="not deployed", phase="pending")
+        return HubStatus(running=True, ready=False, url=state["url"], message="health check never answers",
+                         phase="progressing")
 
 
 @register("fake-failing")

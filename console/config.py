@@ -106,9 +106,10 @@ def outbound_policy(app) -> outbound.Policy:
     return outbound.Policy.from_setting(app.config["OUTBOUND_ALLOW"])
 
 
-# What the console keeps in its data dir besides its keys and database: Terraform workspaces, local clusters' hubs,
-# release smoke tests.  Release environments (RELEASE_ENVIRONMENTS) are the only thing others may reach.
-PRIVATE_DIRS = ("terraform", "clusters", "smoke-tests")
+# What the console keeps in its data dir besides its keys and database: Terraform workspaces, local clusters' hubs
+# (and the throw-away hubs of release smoke tests among them).  Release environments (RELEASE_ENVIRONMENTS) are
+# the only thing others may reach.
+PRIVATE_DIRS = ("terraform", "clusters")
 
 
 def _make_data_dir(data_dir: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from pathlib import Path
 from secrets import token_bytes, token_urlsafe
 from typing import Any, Callable
 from urllib.parse import unquote
@@ -25,6 +26,9 @@ HIDDEN_FIELDS = SECRET_FIELDS | {"password_hash", "admin_password_hash"}
 CLOSED = "closed"  # the login of a hub whose institution configured none; not a kind an institution chooses
 CLOSED_LABEL = "Closed: only the hub's first admin, until the institution configures a login"
 FIRST_ADMIN_USERNAME = "first-admin"
+# The closed login's authenticator, run inside the hub (it has no Hubfleet installed): shipped as this file's text.
+FIRST_ADMIN_SOURCE = Path(__file__).with_name("first_admin_authenticator.py")
+FIRST_ADMIN_CLASS = "hubfleet-first-admin"  # how a local hub's config names it
 SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}  # 16 MiB, some 50 ms: one check per login attempt
 
 
@@ -270,7 +274,7 @@ def authenticator_sections(auth: dict[str, Any], secrets: dict[str, str]) -> dic
     if auth["authenticator_class"] == CLOSED:
         admin = auth.get("first_admin") or {}
         names = [admin["username"]] if admin else []
-        return {"JupyterHub": {"authenticator_class": "hubfleet-first-admin"},
+        return {"JupyterHub": {"authenticator_class": FIRST_ADMIN_CLASS},
                 "FirstAdminAuthenticator": {"admin_username": admin.get("username", ""),
                                             "admin_password_hash": admin.get("password_hash", ""),
                                             "admin_users": names, "allowed_users": names}}

@@ -14,7 +14,7 @@ import copy
 import sys
 from typing import Any
 
-from tenants.auth import HIDDEN_FIELDS, authenticator_sections
+from tenants.auth import FIRST_ADMIN_CLASS, FIRST_ADMIN_SOURCE, HIDDEN_FIELDS, authenticator_sections
 from tenants.environment import split_image
 
 MASK = "********"
@@ -86,14 +86,41 @@ def render_z2jh(config: dict[str, Any], secrets: dict[str, str], hub_url: str | 
     if env.get("cull_timeout"):
         cull["timeout"] = env["cull_timeout"]
         cull["maxAge"] = env.get("cull_max_age", 0)
-    return {"hub": {"config": sections}, "singleuser": singleuser, "cull": cull}
+    hub: dict[str, Any] = {"config": sections}
+    if sections["JupyterHub"].get("authenticator_class") == FIRST_ADMIN_CLASS:
+        # The chart's hub image lacks the closed login's class: it comes as code the chart's config runs last.
+        del sections["JupyterHub"]["authenticator_class"]
+        hub["extraConfig"] = {"hubfleet-first-admin": FIRST_ADMIN_SOURCE.read_text() +
+                              "\nc.JupyterHub.authenticator_class = FirstAdminAuthenticator\n"}
+    return {"hub": hub, "singleuser": singleuser, "cull": cull}
+
+
+def _is_secret(key: str, value: Any) -> bool:
+    return key in HIDDEN_FIELDS | {"api_token"} and isinstance(value, str)
+
+
+def split_secrets(rendered: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the rendered config without its secret values, the secret values alone in the same shape); pure.
+
+    Secrets sit only in mappings (an authenticator's section), never in lists, so the two merge back losslessly."""
+    public: dict[str, Any] = {}
+    secret: dict[str, Any] = {}
+    for key, value in rendered.items():
+        if _is_secret(key, value):
+            secret[key] = value
+        elif isinstance(value, dict):
+            public[key], inner = split_secrets(value)
+            if inner:
+                secret[key] = inner
+        else:
+            public[key] = copy.deepcopy(value)
+    return public, secret
 
 
 def mask_secrets(rendered: Any, label: str = MASK) -> Any:
     """A copy of a rendered config with every secret value replaced by ``label``; pure."""
     if isinstance(rendered, dict):
-        return {k: (label if k in HIDDEN_FIELDS | {"api_token"} and isinstance(v, str) else mask_secrets(v, label))
-                for k, v in rendered.items()}
+        return {k: (label if _is_secret(k, v) else mask_secrets(v, label)) for k, v in rendered.items()}
     if isinstance(rendered, list):
         return [mask_secrets(v, label) for v in rendered]
     return copy.deepcopy(rendered)

@@ -296,3 +296,19 @@ def test_without_root_a_hub_serves_one_person_on_loopback_and_says_so(backend, u
     progress = httpx.get(api + "users/ada/server/progress", headers=check, timeout=30)  # the hub's own words
     assert refused.status_code == 500 and '"failed": true' in progress.text
     assert "This hub serves one person (first-admin)" in progress.text
+
+
+def test_a_throw_away_hub_and_the_clusters_hubs_never_take_one_port_twice(backend):
+    """Ports are handed out before anything listens on them: a smoke-test hub allocated while a cluster hub is still
+    starting (and the other way round) must not pick the ports the other recorded."""
+    smoke = backend.throw_away("op-7")
+    assert smoke.root == backend.root / LocalBackend.NESTED / "op-7"
+    early, thrown_dir, late = backend.hub_dir("early"), smoke.hub_dir("smoke-test"), backend.hub_dir("late")
+    for hub_dir in (early, thrown_dir, late):
+        hub_dir.mkdir(parents=True)
+    first = backend._allocate_ports(early)
+    thrown = smoke._allocate_ports(thrown_dir)
+    late = backend._allocate_ports(late)
+    taken = [*first.values(), *thrown.values(), *late.values()]
+    assert len(set(taken)) == 9, (first, thrown, late)
+    assert json.loads((smoke.root / "smoke-test" / "ports.json").read_text()) == thrown

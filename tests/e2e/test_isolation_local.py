@@ -189,7 +189,7 @@ def test_the_consoles_data_dir_is_its_own_but_release_environments_are_for_every
              what="the build to fail")
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in [data_dir, *data_dir.iterdir()]}
     assert modes == {"fresh": 0o711, "secret_key": 0o600, "encryption_key": 0o600, "hubfleet.sqlite": 0o600,
-                     "terraform": 0o700, "clusters": 0o700, "smoke-tests": 0o700, "environments": 0o755}
+                     "terraform": 0o700, "clusters": 0o700, "environments": 0o755}
 
 
 def test_the_first_admin_is_shown_once_never_in_the_clear_and_gone_once_the_institution_has_a_login(
