@@ -11,6 +11,7 @@ setup: $(VENV)/.installed node_modules/.installed
 setup-test: setup
 	@scripts/ensure-postgres.sh
 	@scripts/ensure-chromium.sh
+	@scripts/ensure-checkov.sh
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -34,6 +35,7 @@ bench: setup-test
 	$(BIN)/python -m tests.perf.bench_local_stop
 	$(BIN)/python -m tests.perf.bench_rollout
 	$(BIN)/python -m tests.perf.bench_load
+	$(BIN)/python -m tests.perf.bench_k8s_refresh
 
 clean:
 	rm -rf $(VENV) node_modules hubfleet-data .pytest_cache

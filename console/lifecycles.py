@@ -15,28 +15,40 @@ CLUSTER = Machine(
         "planned": StateInfo("Awaiting approval", "amber", "approve or re-plan it"),
         "applying": StateInfo("Applying", "blue", "wait until the apply ends"),
         "ready": StateInfo("Ready", "green"),
-        "registered": StateInfo("Registered", "green", "it was registered, not provisioned here"),
+        "registered": StateInfo("Registered", "grey", "it was registered, not provisioned here"),
+        # Kubernetes clusters take hubs only once their onboarding check has passed (console/services/clusters.py)
+        "checking": StateInfo("Checking", "blue", "wait until its onboarding check ends"),
+        "needs-setup": StateInfo("Needs setup", "amber", "fix what its onboarding check found, then check it again"),
         "failed": StateInfo("Failed", "red", "review a new plan"),
         "destroying": StateInfo("Destroying", "blue", "wait until it is destroyed"),
         "destroyed": StateInfo("Destroyed", "grey", "it no longer exists"),
     },
     table={
-        **{(s, "plan"): "planning" for s in ("planning", "planned", "ready", "failed")},
+        **{(s, "plan"): "planning" for s in ("planning", "planned", "ready", "failed", "needs-setup")},
         ("planning", "planned"): "planned",
         ("planned", "apply"): "applying",
         ("applying", "apply"): "applying",  # a re-claimed apply
-        ("applying", "applied"): "ready",
-        **{(s, "destroy"): "destroying" for s in ("planned", "ready", "failed", "registered", "destroying")},
+        ("applying", "applied"): "ready",  # a local cluster: nothing to check
+        ("applying", "check"): "checking",  # a Kubernetes cluster: checked before it takes hubs
+        # the onboarding check: queued at registration, after an apply, or asked for again (a re-claimed check stays)
+        **{(s, "check"): "checking" for s in ("registered", "ready", "needs-setup", "checking")},
+        ("checking", "passed"): "ready",
+        ("checking", "setup_needed"): "needs-setup",
+        ("checking", "fail"): "needs-setup",  # a check that could not end proves nothing: check it again
+        **{(s, "destroy"): "destroying" for s in ("planned", "ready", "failed", "registered", "destroying",
+                                                  "checking", "needs-setup")},
         ("destroying", "destroyed"): "destroyed",
-        ("registered", "destroyed"): "destroyed",  # forgetting a registered cluster destroys nothing
+        # forgetting a registered cluster destroys nothing, whatever its check found
+        **{(s, "destroyed"): "destroyed" for s in ("registered", "ready", "checking", "needs-setup")},
         **{(s, "fail"): "failed" for s in ("planning", "applying", "destroying", "failed")},
     },
     verbs={"plan": "be planned", "planned": "be marked planned", "apply": "be applied",
-           "applied": "be marked ready", "destroy": "be destroyed", "destroyed": "be marked destroyed",
-           "fail": "be marked failed"},
+           "applied": "be marked ready", "check": "be checked", "passed": "be marked ready",
+           "setup_needed": "be marked as needing setup", "destroy": "be destroyed",
+           "destroyed": "be marked destroyed", "fail": "be marked failed"},
     terminal=frozenset({"destroyed"}),
 )
-BUSY_CLUSTER_STATES = frozenset({"planning", "applying", "destroying"})
+BUSY_CLUSTER_STATES = frozenset({"planning", "applying", "checking", "destroying"})
 
 ROLLOUT = Machine(
     noun="rollout",

@@ -78,6 +78,9 @@ class Cluster(db.Model):
     plan: Mapped[dict | None] = mapped_column(JSON)
     outputs: Mapped[dict] = mapped_column(JSON, default=dict)
     kubeconfig: Mapped[str] = mapped_column(Text, default="")
+    # Kubernetes onboarding: the last check's results [{"name", "ok", "detail", "fix"}] and when it ran (None: never).
+    checks: Mapped[list] = mapped_column(JSON, default=list)
+    checked_at: Mapped[datetime | None]
 
 
 class Release(db.Model):

@@ -26,7 +26,7 @@ from infra.runner import TerraformError, WorkspaceBusy
 
 from console.extensions import db
 from console.models import (OUTCOME_CANCELLED, OUTCOME_FAILED, OUTCOME_ROLLED_BACK, OUTCOME_SKIPPED, Cluster,
-                            Operation, Release, Rollout, utcnow)
+                            Hub, Operation, Release, Rollout, utcnow)
 from console.services import clusters as cluster_service
 from console.services import config as config_service
 from console.services import hubs as hub_service
@@ -219,7 +219,7 @@ class Worker:
         if op.cluster is not None:
             cluster_service.transition(op.cluster, "fail")
         elif mark_hub and op.hub is not None and lifecycle.HUB.allows(op.hub.state, "fail"):
-            hub_service.transition(op.hub, "fail")  # a hub already deleted stays deleted
+            hub_service.mark_failed(op.hub, error)  # a hub already deleted stays deleted
         elif op.kind == "release-prepare" and op.release.state == "preparing":
             releases.mark_prepared(op.release, error)  # however its preparation ended, the release says why
         operations.fail(op, error)
@@ -249,11 +249,30 @@ class Worker:
         cluster_service.transition(cluster, "apply")
         db.session.commit()
         outputs = runner.apply(log)
-        cluster_service.record_outputs(cluster, outputs)
+        cluster_service.record_outputs(cluster, outputs, op.actor)  # ready, or checked before it takes hubs
         cluster.plan = None
-        cluster_service.transition(cluster, "applied")
         db.session.commit()
-        log(f"cluster {cluster.name} is ready")
+        log(f"cluster {cluster.name} is ready" if cluster.state == "ready" else
+            f"cluster {cluster.name} is applied; its onboarding check is queued")
+
+    def cluster_check(self, op: Operation, log) -> None:
+        """Onboard a Kubernetes cluster: run its backend's checks, keep them, and move it to ready (all passed) or
+        needs-setup.  A backend that cannot check at all (unreachable, refused credentials) is one failed check,
+        "API reachable", with its message: the operation itself succeeds, it did its job."""
+        cluster = op.cluster
+        cluster_service.transition(cluster, "check")  # a cluster forgotten or destroyed meanwhile is skipped
+        db.session.commit()
+        log(f"checking cluster {cluster.name}")
+        try:
+            checks = [cluster_service.check_entry(c) for c in hub_service.backend_for(cluster).onboard()]
+        except Exception as exc:  # whatever the client raised, it is why the cluster cannot be used
+            checks = [cluster_service.unreachable(exc)]
+        for found in checks:
+            log(f"{'ok  ' if found['ok'] else 'FAIL'} {found['name']}: {found['detail']}")
+        passed = cluster_service.record_checks(cluster, checks)
+        db.session.commit()
+        log(f"cluster {cluster.name} is ready for hubs" if passed else
+            f"cluster {cluster.name} needs setup: {', '.join(cluster_service.failed_checks(cluster))}")
 
     def cluster_destroy(self, op: Operation, log) -> None:
         cluster = op.cluster
@@ -286,7 +305,7 @@ class Worker:
                 backend_state = backend.deploy(spec, hub.backend_state or {}, log)
             hub.backend_state = backend_state
             op.step = "wait-ready"
-            op.data = {**op.data, "deadline": time.time() + self.start_timeout}
+            op.data = {**op.data, "deadline": time.time() + self.ready_timeout(backend)}
             db.session.commit()
         status = self.await_health(op, backend, hub.backend_state or {}, "the hub")
         if isinstance(status, Requeue):
@@ -302,13 +321,23 @@ class Worker:
         """Look once at a starting hub: its status once it answers /hub/health, a Requeue while it starts (as soon
         as the backend hints it may answer); OperationFailed when it stopped, or ``op.data["deadline"]`` passed."""
         status = backend.status(backend_state)
+        if status.phase == "rolled-back":  # the platform undid the change: the previous version serves
+            raise OperationFailed(f"{name} was rolled back by the cluster ({status.reason}): {status.message}")
+        if status.phase == "failed":
+            raise OperationFailed(f"{name} failed ({status.reason}): {status.message}")
         if status.ready:
             return status
         if not status.running:
             raise OperationFailed(f"{name} stopped while starting: {status.message}")
         if time.time() > op.data["deadline"]:
-            raise OperationFailed(f"{name} did not become healthy within {self.start_timeout:g}s ({status.message})")
+            raise OperationFailed(f"{name} did not become healthy within {self.ready_timeout(backend):g}s "
+                                  f"({status.message})")
         return Requeue(min(5.0, status.retry_after or READY_POLL_SECONDS), f"waiting for {name} to answer /hub/health")
+
+    def ready_timeout(self, backend) -> float:
+        """How long a hub may take to become healthy: the backend's own bound (a Helm install may take 15 min), or
+        the console's HUB_START_TIMEOUT."""
+        return float(getattr(backend, "ready_timeout", None) or self.start_timeout)
 
     def with_rollback(self, op: Operation, log, event: str, what: str, undo) -> Requeue | None:
         """Bring the hub up after a change; if it fails, ``undo()`` puts the previous desired state back (and returns
@@ -399,19 +428,11 @@ class Worker:
             if rollout is None or rollout.kind != "config" or not rollout.config:
                 raise Refused(f"rollout {rollout_id} brings no configuration")
             lifecycle.HUB.next_state(hub.state, "reconfigure")  # refuse before touching anything
-            spec = config_service.hub_spec(hub, rollout=rollout)
-            root = (hub.cluster.settings or {}).get("environments") or self.app.config["RELEASE_ENVIRONMENTS"]
-            try:
-                python = python_for(spec.jupyterhub_version, root, log)
-            except EnvironmentSetupError as exc:
-                raise Refused(f"preflight impossible: {exc}; the hub was not touched") from None
-            result = preflight(spec.config, python)
-            version = spec.jupyterhub_version or "as installed"
-            if not result.ok:
-                log(f"preflight with JupyterHub {version} refused the new configuration in {result.seconds:.1f}s")
-                raise Refused(f"preflight: JupyterHub {version} refuses the new configuration: {result.reason}; "
-                              f"the hub was not touched")
-            log(f"preflight with JupyterHub {version}: the new configuration loads ({result.seconds:.1f}s)")
+            if config_service.target_of(hub) == "local":
+                self._preflight(hub, rollout, log)
+            else:
+                log("no local preflight for a Kubernetes hub: the chart checks the values as the cluster upgrades "
+                    "it, and a refused upgrade is rolled back")
             # JupyterHub writes configured users into its database as it starts, even when it then fails: the way
             # back restores the database too, so a failed change leaves nothing behind.
             backup = hub_service.backend_for(hub.cluster).backup(
@@ -436,6 +457,22 @@ class Worker:
         name = f"the configuration of rollout {previous}" if previous else "the institution's current configuration"
         log(f"putting {hub.slug} back on {name}")
         return name
+
+    def _preflight(self, hub: Hub, rollout: Rollout, log) -> None:
+        """Load the config ``rollout`` would give a local hub with the hub's own JupyterHub; Refused if it does not."""
+        spec = config_service.hub_spec(hub, rollout=rollout)
+        root = (hub.cluster.settings or {}).get("environments") or self.app.config["RELEASE_ENVIRONMENTS"]
+        try:
+            python = python_for(spec.jupyterhub_version, root, log)
+        except EnvironmentSetupError as exc:
+            raise Refused(f"preflight impossible: {exc}; the hub was not touched") from None
+        result = preflight(spec.full_config(), python)
+        version = spec.jupyterhub_version or "as installed"
+        if not result.ok:
+            log(f"preflight with JupyterHub {version} refused the new configuration in {result.seconds:.1f}s")
+            raise Refused(f"preflight: JupyterHub {version} refuses the new configuration: {result.reason}; "
+                          f"the hub was not touched")
+        log(f"preflight with JupyterHub {version}: the new configuration loads ({result.seconds:.1f}s)")
 
     def synthetic_check(self, op: Operation, log) -> None:
         hub = op.hub
@@ -497,9 +534,9 @@ class Worker:
         version = release.jupyterhub_version
         if "cluster" not in op.data:
             cluster = releases.local_cluster()
-            root = hub_service.backend_for(cluster).environments
-            op.data = {**op.data, "cluster": cluster.id, "environments": str(root),
-                       "smoke_root": str(Path(self.app.config["DATA_DIR"]) / "smoke-tests" / f"op-{op.id}"),
+            backend = hub_service.backend_for(cluster)
+            op.data = {**op.data, "cluster": cluster.id, "environments": str(backend.environments),
+                       "smoke_root": str(backend.throw_away(f"op-{op.id}").root),
                        "build_deadline": time.time() + BUILD_TIMEOUT}
             db.session.commit()
         if version != installed_jupyterhub():
@@ -527,9 +564,8 @@ class Worker:
 
     def _smoke_backend(self, op: Operation):
         cluster = db.session.get(Cluster, op.data["cluster"])
-        settings = {**(cluster.settings or {}), "root": op.data["smoke_root"],
-                    "environments": op.data["environments"]}
-        return get_backend("local", **settings)
+        backend = get_backend("local", **{**(cluster.settings or {}), "environments": op.data["environments"]})
+        return backend.throw_away(Path(op.data["smoke_root"]).name)
 
     def _smoke_test(self, op: Operation, release: Release, log) -> Requeue | None:
         backend = self._smoke_backend(op)
@@ -595,6 +631,7 @@ HANDLERS = {
     "release-prepare": Worker.prepare_release,
     "cluster-plan": Worker.cluster_plan,
     "cluster-apply": Worker.cluster_apply,
+    "cluster-check": Worker.cluster_check,
     "cluster-destroy": Worker.cluster_destroy,
 }
 

@@ -14,7 +14,7 @@ from werkzeug.exceptions import Conflict
 from console.lifecycles import CLUSTER
 from console.crypto import decrypt_json, encrypt_json
 from console.extensions import db
-from console.models import OPERATION_PENDING, Cluster, Hub, Operation, User
+from console.models import OPERATION_PENDING, Cluster, Hub, Operation, User, utcnow
 from console.permissions import require
 from console.services import FieldErrors, audit, operations
 
@@ -166,7 +166,8 @@ def destroy(user: User, cluster: Cluster, confirm: str | None) -> Operation:
 
 
 def register_kubernetes(user: User, name: str | None, kubeconfig: str | None) -> Cluster:
-    """Register an existing Kubernetes cluster from its kubeconfig (stored encrypted). Commits."""
+    """Register an existing Kubernetes cluster from its kubeconfig (stored encrypted) and queue its onboarding
+    check: it takes hubs once that passes.  Commits."""
     require(user, "cluster.manage")
     name = (name or "").strip()
     errors = {}
@@ -189,6 +190,7 @@ def register_kubernetes(user: User, name: str | None, kubeconfig: str | None) ->
     cluster = Cluster(name=name, provider=None, backend="kubernetes", state="registered",
                       settings={"server": server}, kubeconfig=encrypt_json({"kubeconfig": kubeconfig}))
     db.session.add(cluster)
+    queue_check(cluster, user.email)
     audit(user.email, "cluster.register", name, server=server)
     db.session.commit()
     return cluster
@@ -215,14 +217,105 @@ def kubeconfig_server(text: str) -> str:
 
 # -- what the worker does -----------------------------------------------------------------------------------------
 
-def record_outputs(cluster: Cluster, outputs: dict[str, dict[str, Any]]) -> None:
-    """Keep non-sensitive outputs in the clear, the kubeconfig encrypted, and make the cluster usable by hubs."""
+def record_outputs(cluster: Cluster, outputs: dict[str, dict[str, Any]], actor: str) -> None:
+    """Keep non-sensitive outputs in the clear and the kubeconfig encrypted, after an apply.
+
+    A local cluster is ready for hubs at once; a Kubernetes cluster is onboarded first: its check is queued (as
+    ``actor``, who approved the apply) and it takes hubs once that passes.  The caller commits.
+    """
     cluster.outputs = {k: v["value"] for k, v in outputs.items() if not v["sensitive"]}
     if "kubeconfig" in outputs:
         cluster.kubeconfig = encrypt_json({"kubeconfig": outputs["kubeconfig"]["value"]})
     if cluster.provider == "local":
         cluster.settings = {"root": cluster.outputs["hubs_dir"], "port_range": cluster.outputs["port_range"],
                             "ip": current_app.config["LOCAL_HUB_IP"]}
+        transition(cluster, "applied")
     else:
         cluster.settings = {"server": cluster.outputs.get("endpoint"),
                             "home_storage": cluster.outputs.get("home_storage")}
+        queue_check(cluster, actor)
+
+
+# -- onboarding: is a Kubernetes cluster fit for hubs? --------------------------------------------------------------
+
+UNREACHABLE_FIX = ("Check that the kubeconfig's server address and credentials are current and that the console "
+                   "can reach the API server (firewall, authorized networks), then check again.")
+
+
+def queue_check(cluster: Cluster, actor: str) -> Operation:
+    """Move ``cluster`` to "checking" and queue its onboarding check (``cluster-check``); the caller commits."""
+    transition(cluster, "check")
+    return operations.enqueue(None, "cluster-check", actor, cluster=cluster)
+
+
+def pending_check(cluster: Cluster) -> Operation | None:
+    """The cluster's onboarding check queued or under way, if any."""
+    return db.session.execute(
+        db.select(Operation).where(Operation.cluster_id == cluster.id, Operation.kind == "cluster-check",
+                                   Operation.state.in_(OPERATION_PENDING))
+        .order_by(Operation.id.desc()).limit(1)).unique().scalar_one_or_none()
+
+
+def check(user: User, cluster: Cluster) -> Operation:
+    """Queue another onboarding check of a Kubernetes cluster (cluster.manage), after its setup was fixed.
+
+    Idempotent: while a check is queued or running, that one is returned and nothing is queued or audited twice.
+    Raises Conflict (409) for a cluster that is not Kubernetes, or one its lifecycle does not let be checked now
+    (being provisioned or destroyed).  Commits.
+    """
+    require(user, "cluster.manage")
+    if cluster.backend != "kubernetes":
+        raise Conflict(f"Cluster {cluster.name} runs hubs on the {cluster.backend} backend: only Kubernetes "
+                       f"clusters are onboarded.")
+    pending = pending_check(cluster)
+    if pending is not None:
+        return pending
+    if not CLUSTER.allows(cluster.state, "check"):
+        raise Conflict(CLUSTER.refusal(cluster.state, "check"))
+    op = queue_check(cluster, user.email)
+    audit(user.email, "cluster.check", cluster.name)
+    db.session.commit()
+    return op
+
+
+def check_entry(check: Any) -> dict[str, Any]:
+    """One check as stored and shown: {"name", "ok", "detail", "fix"} (the fix only matters when it failed)."""
+    return {"name": str(check.name), "ok": bool(check.ok), "detail": str(check.detail or ""),
+            "fix": str(check.fix or "")}
+
+
+def unreachable(exc: BaseException) -> dict[str, Any]:
+    """The one failed check recorded when the cluster could not be checked at all (its backend raised)."""
+    return {"name": "API reachable", "ok": False, "detail": f"{exc.__class__.__name__}: {exc}"[:2000],
+            "fix": UNREACHABLE_FIX}
+
+
+def record_checks(cluster: Cluster, checks: list[dict[str, Any]]) -> bool:
+    """Store a finished check and move the cluster: every check passed → ready, otherwise → needs setup.
+    Returns whether it passed.  The caller commits."""
+    passed = bool(checks) and all(c["ok"] for c in checks)
+    cluster.checks, cluster.checked_at = checks, utcnow()
+    transition(cluster, "passed" if passed else "setup_needed")
+    return passed
+
+
+def failed_checks(cluster: Cluster) -> list[str]:
+    """The names of the checks that failed in the cluster's last onboarding check."""
+    return [c.get("name", "?") for c in cluster.checks or [] if not c.get("ok")]
+
+
+def onboarding_problem(cluster: Cluster) -> str | None:
+    """Why a Kubernetes cluster cannot take hubs, as a sentence naming the failed checks; None once it passed (and
+    for clusters of other backends, which need no onboarding)."""
+    if cluster.backend != "kubernetes":
+        return None
+    failed = failed_checks(cluster)
+    under_way = " (a check is under way)" if cluster.state == "checking" else ""
+    if cluster.checked_at is None:
+        return f"Cluster {cluster.name!r} has not passed its onboarding check: not checked yet{under_way}."
+    if failed:
+        return (f"Cluster {cluster.name!r} has not passed its onboarding check: {', '.join(failed)} failed"
+                f"{under_way}. Its page says how to fix each, then check it again.")
+    if cluster.state != "ready":
+        return f"Cluster {cluster.name!r} is {CLUSTER.states[cluster.state].label.lower()}, not ready for hubs."
+    return None

@@ -5,12 +5,12 @@ import difflib
 from typing import Any
 
 import yaml
-from clusters.base import HubSpec
+from clusters.base import HubSpec, backend_class
 from tenants.auth import CLOSED, SECRET_FIELDS, validate_auth
 from tenants.environment import validate_environment
 from tenants.layering import RELEASE_DEFAULTS, deep_merge, layered
 from tenants.policy import DEFAULT_POLICY, validate_policy
-from tenants.render import MASK, mask_secrets, render_local, render_z2jh
+from tenants.render import MASK, mask_secrets, render_local, render_z2jh, split_secrets
 from werkzeug.exceptions import BadRequest, Conflict
 
 from console.crypto import decrypt_json, encrypt_json
@@ -257,23 +257,30 @@ def effective(hub: Hub, institution_layer: dict | None = None) -> tuple[dict, di
 
 
 def hub_spec(hub: Hub, rollout: Rollout | None = None) -> HubSpec:
-    """What the backend gets: the hub's effective config rendered for its target, secrets included.
+    """What the backend gets: the hub's effective config rendered for its backend's target, its secrets apart.
 
     The institution layer is the one the hub runs (:func:`institution_layer_of`), or ``rollout``'s config when
-    given (what the hub would get by taking it).  The hub's release adds its JupyterHub version and, for local hubs,
-    its own JupyterHub settings on top.
+    given (what the hub would get by taking it).  The hub's release adds its JupyterHub version (local hubs: its own
+    JupyterHub settings on top; Kubernetes hubs: its chart version and hub image).
     """
     release = hub.release
-    config = render(hub, target_of(hub), masked=False,
-                    institution_layer=rollout_layer(rollout) if rollout is not None else None)
-    if release is not None and target_of(hub) == "local":
-        config = deep_merge(config, (release.config or {}).get("jupyterhub") or {})
+    target = target_of(hub)
+    rendered = render(hub, target, masked=False,
+                      institution_layer=rollout_layer(rollout) if rollout is not None else None)
+    if release is not None and target == "local":
+        rendered = deep_merge(rendered, (release.config or {}).get("jupyterhub") or {})
+    config, secrets = split_secrets(rendered)
     return HubSpec(slug=hub.slug, institution=hub.institution.slug, release=release.name if release else "default",
-                   jupyterhub_version=release.jupyterhub_version if release else None, config=config)
+                   jupyterhub_version=release.jupyterhub_version if release else None, config=config,
+                   secrets=secrets, uid=str(hub.id) if hub.id is not None else "",
+                   chart_version=release.chart_version if release else "",
+                   hub_image=release.hub_image if release else "",
+                   policy={**DEFAULT_POLICY, **(hub.institution.policy or {})})
 
 
 def target_of(hub: Hub) -> str:
-    return "local" if hub.cluster.backend != "kubernetes" else "z2jh"
+    """How the hub's config is rendered: its backend's ``render_target`` ("local" or "z2jh")."""
+    return backend_class(hub.cluster.backend).render_target
 
 
 def render(hub: Hub, target: str, masked: bool = True, institution_layer: dict | None = None,

@@ -2,18 +2,24 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from typing import Any
 
 from clusters import lifecycle
-from clusters.base import Backend, get_backend
+from clusters.base import Backend, BackendError, get_backend
 from flask import current_app
 from sqlalchemy.orm import selectinload
 from tenants.auth import first_admin
+from werkzeug.exceptions import Conflict
 
+from console.crypto import decrypt_json
 from console.extensions import db
-from console.models import Cluster, Hub, Institution, Operation, User, utcnow
+from console.models import Cluster, Hub, Institution, Operation, Release, User, utcnow
 from console.permissions import require
 from console.services import FieldErrors, audit, operations, scope
-from console.services.releases import newest_release
+from console.services import clusters as cluster_service
+from console.services import config as config_service
+from console.services.releases import chart_problem, newest_release
 
 SLUG_RE = re.compile(r"^[a-z][a-z0-9-]{1,38}[a-z0-9]$")
 SLUG_RULE = "3 to 40 characters: lower-case letters, digits and hyphens, starting with a letter"
@@ -64,22 +70,33 @@ def list_hubs(user: User, institution: Institution | None = None) -> list[Hub]:
 
 
 def backend_for(cluster: Cluster) -> Backend:
+    """The backend that runs ``cluster``'s hubs, built from its settings (and its kubeconfig, decrypted)."""
     settings = dict(cluster.settings or {})
     if cluster.backend == "local":
         settings.setdefault("environments", current_app.config["RELEASE_ENVIRONMENTS"])
+    if cluster.backend == "kubernetes":
+        settings["kubeconfig"] = decrypt_json(cluster.kubeconfig).get("kubeconfig") if cluster.kubeconfig else None
     return get_backend(cluster.backend, **settings)
 
 
-def create_hub(user: User, slug: str | None, institution: str | None, cluster: str | None) -> Operation:
-    """Record a new hub and queue its creation; returns the operation.  Commits.
+@dataclass(frozen=True)
+class NewHub:
+    """A request for a hub that passed validation: what :func:`create_hub` records and :func:`dry_run` shows."""
 
-    While the institution has configured no login, the hub admits only its first admin: the operation carries
-    ``first_admin`` = (username, password), to show once to the creator (only the password's hash is kept, in the
-    hub's spec); None otherwise.
+    slug: str
+    institution: Institution
+    cluster: Cluster
+    release: Release | None  # the newest ready release of the stable channel (None: the platform default)
 
-    Raises PermissionDenied without hub.create, FieldErrors for bad input (nothing is written then).
+
+def validate_new_hub(user: User, slug: str | None, institution: str | None, cluster: str | None,
+                     dry_run: bool = False) -> NewHub:
+    """Check a request for a new hub as ``user`` may make it; FieldErrors naming each field at fault.  Reads only.
+
+    The cluster must be ready for hubs; a Kubernetes cluster must have passed its onboarding check (the refusal
+    names the failed checks), except for a ``dry_run``, which shows any Kubernetes cluster's objects, onboarded or
+    not.  A hub on Kubernetes also needs a release that names a chart version.
     """
-    require(user, "hub.create")
     slug, institution, cluster = (v.strip() if isinstance(v, str) else v for v in (slug, institution, cluster))
     errors: dict[str, str] = {}
     if not slug:
@@ -95,25 +112,102 @@ def create_hub(user: User, slug: str | None, institution: str | None, cluster: s
         inst = db.session.execute(scope.institutions(user).filter_by(slug=institution)).scalar_one_or_none()
         if inst is None:
             errors["institution"] = f"There is no institution {institution!r}."
+    release = newest_release("stable")
     if not cluster:
         errors["cluster"] = "Choose a cluster."
     else:
         clus = db.session.execute(scope.clusters(user).filter_by(name=cluster)).scalar_one_or_none()
         if clus is None:
             errors["cluster"] = f"There is no cluster {cluster!r}."
+        elif clus.backend == "kubernetes":
+            problem = None if dry_run else cluster_service.onboarding_problem(clus)
+            problem = problem or chart_problem(release, clus)
+            if problem:
+                errors["cluster"] = problem
         elif clus.state != "ready":
             errors["cluster"] = f"Cluster {cluster!r} is {clus.state}, not ready for hubs."
     if errors:
         raise FieldErrors(errors)
-    admin, password = first_admin() if not inst.auth else (None, None)
-    hub = Hub(slug=slug, institution=inst, cluster=clus, desired="running", state=lifecycle.REQUESTED,
-              spec={"first_admin": admin} if admin else {}, channel="stable", release=newest_release("stable"))
+    return NewHub(slug=slug, institution=inst, cluster=clus, release=release)
+
+
+def _hub_of(new: NewHub, admin: dict | None) -> Hub:
+    """The Hub row for ``new``, not added to the session (the caller adds it, or never does for a dry run)."""
+    return Hub(slug=new.slug, institution=new.institution, cluster=new.cluster, desired="running",
+               state=lifecycle.REQUESTED, spec={"first_admin": admin} if admin else {}, channel="stable",
+               release=new.release)
+
+
+def create_hub(user: User, slug: str | None, institution: str | None, cluster: str | None) -> Operation:
+    """Record a new hub and queue its creation; returns the operation.  Commits.
+
+    While the institution has configured no login, the hub admits only its first admin: the operation carries
+    ``first_admin`` = (username, password), to show once to the creator (only the password's hash is kept, in the
+    hub's spec); None otherwise.
+
+    Raises PermissionDenied without hub.create, FieldErrors for bad input (nothing is written then).
+    """
+    require(user, "hub.create")
+    new = validate_new_hub(user, slug, institution, cluster)
+    admin, password = first_admin() if not new.institution.auth else (None, None)
+    hub = _hub_of(new, admin)
     db.session.add(hub)
     op = operations.enqueue(hub, "create", user.email)
-    audit(user.email, "hub.create", slug, inst.id, cluster=clus.name, first_admin=admin["username"] if admin else None)
+    audit(user.email, "hub.create", new.slug, new.institution.id, cluster=new.cluster.name,
+          first_admin=admin["username"] if admin else None)
     db.session.commit()
     op.first_admin = (admin["username"], password) if admin else None
     return op
+
+
+def dry_run(user: User, slug: str | None, institution: str | None, cluster: str | None) -> dict[str, Any]:
+    """What creating this hub would make, without making anything: validated exactly as :func:`create_hub`
+    (FieldErrors alike), then {"slug", "institution", "cluster", "backend"} with, for a Kubernetes cluster,
+    "objects" (every object its backend would apply, secrets masked) and otherwise "config" (the rendered
+    configuration, secrets masked).
+
+    No row, operation or audit entry is written and no cluster is contacted: the hub is built in memory, never
+    added to the session (and expunged should anything have cascaded it in), and rendered with autoflush off.
+    """
+    require(user, "hub.create")
+    new = validate_new_hub(user, slug, institution, cluster, dry_run=True)
+    admin, _ = first_admin() if not new.institution.auth else (None, None)
+    hub = _hub_of(new, admin)
+    # Kubernetes names embed the hub's id, given when its row is written: shown with the next one (a guess: a
+    # hub created meanwhile takes it).  Set on this object only; it is never added to the session.
+    hub.id = (db.session.execute(db.select(db.func.max(Hub.id))).scalar() or 0) + 1
+    answer: dict[str, Any] = {"slug": new.slug, "institution": new.institution.slug, "cluster": new.cluster.name,
+                              "backend": new.cluster.backend}
+    try:
+        with db.session.no_autoflush:
+            if new.cluster.backend == "kubernetes":
+                answer["objects"] = _manifests_of(hub)
+            else:
+                answer["config"] = config_service.render(hub, config_service.target_of(hub))
+    finally:
+        if hub in db.session:
+            db.session.expunge(hub)
+    return answer
+
+
+def manifests(user: User, hub: Hub) -> list[dict[str, Any]]:
+    """Every object the backend applies for ``hub`` (hub.manifests), secret values masked, computed from the hub's
+    spec without contacting its cluster.  Conflict (409) for a hub whose cluster is not Kubernetes: its
+    configuration is what ``/api/v1/hubs/SLUG/rendered`` shows."""
+    require(user, "hub.manifests", hub)
+    if hub.cluster.backend != "kubernetes":
+        raise Conflict(f"Hub {hub.slug} runs on cluster {hub.cluster.name} ({hub.cluster.backend} backend): only "
+                       f"hubs on Kubernetes clusters have manifests; see its rendered configuration instead.")
+    return _manifests_of(hub)
+
+
+def _manifests_of(hub: Hub) -> list[dict[str, Any]]:
+    """The backend's masked objects for ``hub``; Conflict with the backend's reason when its spec cannot make them
+    (a release's hub image without a tag, say)."""
+    try:
+        return backend_for(hub.cluster).manifests(config_service.hub_spec(hub))
+    except BackendError as exc:
+        raise Conflict(f"The objects of hub {hub.slug} cannot be made: {exc}.") from None
 
 
 def restart_hub(user: User, hub: Hub) -> Operation:

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from clusters import health as health_rules
 from clusters import lifecycle
-from clusters.base import HubStatus
+from clusters.base import HubStatus, statuses
 from clusters.probe import ProbeResult, Target, sweep
 from flask import current_app
 from sqlalchemy.orm import defer, lazyload
@@ -31,22 +31,35 @@ NOT_DELIVERED = "No webhook took this notice yet; it is tried again."
 def probe_fleet(hubs: list[Hub]) -> dict[int, ProbeResult]:
     """Sweep ``hubs`` concurrently (bounded pool, per-hub timeout); {hub id: result}.
 
-    A hub whose backend offers no HTTP API (a test double) is asked through ``backend.status()`` instead.
+    A hub with a URL and an API is asked over HTTP.  The others (a test double; a Kubernetes hub without an address
+    yet) are asked through their backend, one look per cluster (``statuses``); so are all hubs of a backend the
+    platform supervises (Kubernetes), whose reason — a failed upgrade, an image that cannot be pulled — says why
+    a hub is down better than a refused connection does.
     """
     config = current_app.config
-    targets, results = [], {}
+    targets, observed = [], {}
     backends = backends_of(hubs)
+    by_cluster: dict[int, list[Hub]] = defaultdict(list)
     for hub in hubs:
-        backend = backends[hub.cluster_id]
-        state = hub.backend_state or {}
-        if hub.url and backend.api_url(state):
-            targets.append(Target(hub.id, hub.url, backend.api_token(state)))
-        else:
-            status = backend.status(state)
-            results[hub.id] = ProbeResult(key=hub.id, up=status.ready, duration=0.0, error=status.message,
-                                          version=status.version, total_users=status.users)
-    swept = sweep(targets, concurrency=int(config["PROBE_CONCURRENCY"]), timeout=float(config["PROBE_TIMEOUT"]))
-    return {**results, **{r.key: r for r in swept}}
+        by_cluster[hub.cluster_id].append(hub)
+    for cluster_id, group in by_cluster.items():
+        backend = backends[cluster_id]
+        probed = {hub.id for hub in group if hub.url and backend.api_url(hub.backend_state or {})}
+        targets += [Target(hub.id, hub.url, backend.api_token(hub.backend_state or {}))
+                    for hub in group if hub.id in probed]
+        asked = [hub for hub in group if hub.id not in probed or not getattr(backend, "supervised", True)]
+        observed.update(zip((hub.id for hub in asked),
+                            statuses(backend, [hub.backend_state or {} for hub in asked])))
+    swept = {r.key: r for r in sweep(targets, concurrency=int(config["PROBE_CONCURRENCY"]),
+                                     timeout=float(config["PROBE_TIMEOUT"]))}
+    for hub_id, status in observed.items():
+        probe = swept.get(hub_id)
+        if probe is None:
+            swept[hub_id] = ProbeResult(key=hub_id, up=status.ready, duration=0.0, error=status.message,
+                                        version=status.version, total_users=status.users)
+        elif not probe.up and status.message:
+            probe.error = f"{status.message} ({probe.error})" if probe.error else status.message
+    return swept
 
 
 def backends_of(hubs: list[Hub]) -> dict[int, Any]:

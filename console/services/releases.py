@@ -22,6 +22,12 @@ from tenants.layering import RELEASE_DEFAULTS, deep_merge, layered
 from tenants.render import render_local
 
 VERSION_RE = re.compile(r"^\d+\.\d+(\.\d+)?([a-z0-9.+-]*)$")
+# A Helm chart version is SemVer 2: 4.2.0, or a development build such as 4.3.0-0.dev.git.7208.h3e1ba6b4.
+CHART_VERSION_RE = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)"
+                              r"(-[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?(\+[0-9A-Za-z-]+(\.[0-9A-Za-z-]+)*)?$")
+# An image reference with an explicit tag: [registry[:port]/]path:tag (lower-case path, Docker's tag rule).
+HUB_IMAGE_RE = re.compile(r"^(?:[a-z0-9.-]+(?::\d+)?/)?[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*"
+                          r":[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 CHANNELS = ("stable", "beta")
 ACTIVE = ("running", "paused", "halted")  # rollouts not over (a halted one may be resumed)
 SYSTEM = "hubfleet-rollout"
@@ -57,13 +63,17 @@ def create_release(user: User, data: dict[str, Any]) -> Release:
         errors["channel"] = f"Choose one of {', '.join(CHANNELS)}."
     if not isinstance(config, dict) or set(config) - {"environment", "jupyterhub"}:
         errors["config"] = 'An object with "environment" and/or "jupyterhub" (traitlets sections).'
+    chart_version, hub_image = (str(data.get(k) or "").strip() for k in ("chart_version", "hub_image"))
+    errors.update(kubernetes_problems(chart_version, hub_image))
     if errors:
         raise FieldErrors(errors)
     release = Release(name=name, jupyterhub_version=version, channel=channel, config=config,
-                      chart_version=str(data.get("chart_version") or ""), hub_image=str(data.get("hub_image") or ""),
+                      chart_version=chart_version, hub_image=hub_image,
                       notes=str(data.get("notes") or ""), state="preparing")
     db.session.add(release)
-    audit(user.email, "release.create", name, version=version, channel=channel)
+    audit(user.email, "release.create", name, version=version, channel=channel,
+          **({"chart_version": chart_version} if chart_version else {}),
+          **({"hub_image": hub_image} if hub_image else {}))
     if local_cluster() is None:
         release.state = RELEASE.next_state(release.state, "prepared")
         audit(SYSTEM, "release.ready", name, prepared="nothing to prepare: the fleet has no local cluster")
@@ -71,6 +81,27 @@ def create_release(user: User, data: dict[str, Any]) -> Release:
         operations.enqueue(None, "release-prepare", user.email, release=release)
     db.session.commit()
     return release
+
+
+def kubernetes_problems(chart_version: str, hub_image: str) -> dict[str, str]:
+    """Field errors for what a release gives hubs on Kubernetes: the z2jh chart version (SemVer, as Helm wants it)
+    and the hub image (``repository:tag``).  Both may be blank (a release for local hubs only).  Pure."""
+    errors = {}
+    if chart_version and (len(chart_version) > 40 or not CHART_VERSION_RE.match(chart_version)):
+        errors["chart_version"] = ("Enter the chart's version as Helm writes it: 4.2.0 or "
+                                   "4.3.0-0.dev.git.7208.h3e1ba6b4.")
+    if hub_image and (len(hub_image) > 300 or not HUB_IMAGE_RE.match(hub_image)):
+        errors["hub_image"] = "Enter an image with its tag: quay.io/jupyterhub/k8s-hub:4.2.0."
+    return errors
+
+
+def chart_problem(release: Release | None, cluster: Cluster) -> str | None:
+    """Why hubs on ``cluster`` cannot be given ``release``, or None: a hub on Kubernetes is a Helm release of the
+    release's chart version, so a release naming none cannot go there.  Local clusters take any release.  Pure."""
+    if cluster.backend != "kubernetes" or release is None or release.chart_version:
+        return None
+    return (f"Release {release.name} names no chart version, which a hub on the Kubernetes cluster "
+            f"{cluster.name} needs: publish a release with one.")
 
 
 def _version_problem(version: str) -> str | None:
@@ -164,13 +195,16 @@ def plan_waves(hubs: list[Hub], waves: int = 4) -> list[list[Hub]]:
     return [w for w in planned if w]
 
 
-def unfit(hub: Hub) -> str:
-    """Why ``hub`` cannot take a rollout's change now (failed, stopped, being deleted), as a sentence; "" if it can.
+def unfit(hub: Hub, release: Release | None = None) -> str:
+    """Why ``hub`` cannot take a rollout's change now (failed, stopped, being deleted, or ``release`` has no chart
+    version for a hub on Kubernetes), as a sentence; "" if it can.
 
     Hubs busy with another operation are fit: the rollout's operation waits behind it.  Pure.
     """
     if hub.desired == "deleted" or hub.state in (lifecycle.DELETING, lifecycle.DELETED):
         return "The hub is being deleted."
+    if chart_problem(release, hub.cluster):
+        return chart_problem(release, hub.cluster)
     if hub.desired != "running":
         return "The hub is stopped: start it, then retry it."
     if hub.state == lifecycle.FAILED:
@@ -182,11 +216,13 @@ def plan(rollout: Rollout, hubs: list[Hub], waves: int = 4) -> list[RolloutHub]:
     """Give ``rollout`` its hubs in waves (:func:`plan_waves` over the hubs fit to take the change); the unfit ones
     (:func:`unfit`) go in the last wave as skipped, each with its reason.  Adds to the session, does not commit;
     returns the rows added.  For release and config rollouts alike."""
-    fit = [h for h in hubs if not unfit(h)]
+    release = rollout.release if rollout.kind == "release" else None
+    fit = [h for h in hubs if not unfit(h, release)]
     waved = plan_waves(fit, waves) if fit else []
     items = [RolloutHub(hub=hub, wave=index) for index, wave in enumerate(waved) for hub in wave]
     last = max(0, len(waved) - 1)
-    items += [RolloutHub(hub=hub, wave=last, state="skipped", note=unfit(hub)) for hub in hubs if unfit(hub)]
+    items += [RolloutHub(hub=hub, wave=last, state="skipped", note=unfit(hub, release)) for hub in hubs
+              if unfit(hub, release)]
     rollout.hubs.extend(items)
     return items
 
@@ -234,8 +270,8 @@ def create_rollout(user: User, release: Release, target: dict[str, Any], max_una
     else:
         if not hubs:
             errors["target"] = "No hub there needs this release."
-        elif all(unfit(h) for h in hubs):
-            errors["target"] = f"No hub there can take this release: {hubs[0].slug}: {unfit(hubs[0])}"
+        elif all(unfit(h, release) for h in hubs):
+            errors["target"] = f"No hub there can take this release: {hubs[0].slug}: {unfit(hubs[0], release)}"
     if errors:
         raise FieldErrors(errors)
     rollout = Rollout(kind="release", release=release, target=target, max_unavailable=max_unavailable,
@@ -477,7 +513,7 @@ def _advance(rollout: Rollout, items: list[RolloutHub], ops: dict[int, Any], now
     for item in wave:
         if item.state not in ("pending", "deferred"):
             continue
-        reason = unfit(item.hub)
+        reason = unfit(item.hub, rollout.release if rollout.kind == "release" else None)
         if reason:
             item.state, item.note = ROLLOUT_HUB.next_state(item.state, "skip"), reason
             audit(SYSTEM, "rollout.skip", item.hub.slug, item.hub.institution_id, rollout=rollout.id, reason=reason)

@@ -62,6 +62,26 @@ class HubCreateSchema(Schema):
     cluster = fields.String(required=True, metadata={"description": "the cluster's name"})
 
 
+class DryRunQuerySchema(Schema):
+    dry_run = fields.Boolean(load_default=False, metadata={
+        "description": "validate and answer 200 with what the hub would get, creating nothing"})
+
+
+class HubDryRunSchema(Schema):
+    slug = fields.String()
+    institution = fields.String()
+    cluster = fields.String()
+    backend = fields.String()
+    objects = fields.List(fields.Dict(), metadata={
+        "description": "Kubernetes clusters: every object the backend would apply, in order, secret values masked"})
+    config = fields.Dict(metadata={"description": "other backends: the rendered configuration, secrets masked"})
+
+
+class ManifestsSchema(Schema):
+    hub = fields.String()
+    objects = fields.List(fields.Dict(), metadata={"description": "in apply order; secret values masked"})
+
+
 class AcceptedSchema(Schema):
     operation = fields.Integer(metadata={"description": "poll GET /api/v1/operations/{id}"})
 
@@ -110,10 +130,16 @@ class Hubs(MethodView):
 
     @requires("hub.create")
     @blp.arguments(HubCreateSchema)
+    @blp.arguments(DryRunQuerySchema, location="query")
     @blp.response(202, HubCreatedSchema)
-    def post(self, data):
+    @blp.alt_response(200, schema=HubDryRunSchema, description="?dry_run=true: what the hub would get")
+    def post(self, data, query):
         """Create a hub (operators). Returns the operation that brings it up and, while the institution has no
-        login configured, the hub's first admin credential (never shown again)."""
+        login configured, the hub's first admin credential (never shown again).  With ``?dry_run=true``: validated
+        the same way (422 alike), then 200 with the objects the hub would get (Kubernetes) or its rendered config,
+        creating nothing and contacting no cluster."""
+        if query["dry_run"]:
+            return jsonify(HubDryRunSchema().dump(hub_service.dry_run(g.user, **data)))
         op = hub_service.create_hub(g.user, **data)
         admin = dict(zip(("username", "password"), op.first_admin)) if op.first_admin else None
         return {"operation": op.id, "first_admin": admin}
@@ -157,6 +183,17 @@ class HubCheck(MethodView):
     def post(self, slug):
         """Run a synthetic check: a test user's server is started and stopped; timings in the operation's log."""
         return {"operation": hub_service.check_hub(g.user, scope.get_hub(g.user, slug, "hub.restart")).id}
+
+
+@blp.route("/hubs/<slug>/manifests")
+class HubManifests(MethodView):
+    @requires("hub.manifests")
+    @blp.response(200, ManifestsSchema)
+    def get(self, slug):
+        """Every object the backend applies for a hub on Kubernetes, in order, secret values masked; computed
+        without contacting the cluster (operators).  409 for a hub on another backend."""
+        hub = scope.get_hub(g.user, slug, "hub.manifests")
+        return {"hub": hub.slug, "objects": hub_service.manifests(g.user, hub)}
 
 
 @blp.route("/operations/<int:operation_id>")
@@ -278,6 +315,9 @@ class ClusterSchema(Schema):
     variables = fields.Dict()
     outputs = fields.Dict(metadata={"description": "non-sensitive Terraform outputs"})
     plan = fields.Dict(allow_none=True, metadata={"description": "the plan awaiting approval"})
+    checks = fields.List(fields.Dict(), metadata={
+        "description": 'Kubernetes onboarding: the last check, [{"name", "ok", "detail", "fix"}]'})
+    checked_at = fields.DateTime(allow_none=True, metadata={"description": "when it was last checked (null: never)"})
     created_at = fields.DateTime()
 
 
@@ -356,6 +396,16 @@ class ClusterApply(MethodView):
     def post(self, name):
         """Approve the reviewed plan: queues its apply."""
         return {"operation": cluster_service.approve(g.user, scope.get_cluster(g.user, name, "cluster.manage")).id}
+
+
+@blp.route("/clusters/<name>/check")
+class ClusterCheck(MethodView):
+    @requires("cluster.manage")
+    @blp.response(202, AcceptedSchema)
+    def post(self, name):
+        """Check a Kubernetes cluster again (its onboarding check; the one under way if any): it takes hubs once
+        every check passes.  409 for a cluster of another backend or one being provisioned or destroyed."""
+        return {"operation": cluster_service.check(g.user, scope.get_cluster(g.user, name, "cluster.manage")).id}
 
 
 # What a release shows to someone who may see it but not manage releases.

@@ -1,5 +1,8 @@
+"""Cluster pages: the list, the provisioning wizard, plan review, registration, onboarding checks, destruction."""
+import re
+
 from clusters import local
-from flask import Blueprint, g, redirect, render_template, request, url_for
+from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 from infra.providers import PROVIDERS
 from werkzeug.exceptions import Conflict, NotFound
 
@@ -14,6 +17,19 @@ from console.views.fleet import gone
 
 bp = Blueprint("clusters", __name__)
 bp.add_app_template_global(local.isolation, "local_isolation")
+
+# A shell command a check's fix ends with: the whole fix, or what follows its first ": ".
+_COMMAND = re.compile(r"(?:^|:\s+)((?:flux|kubectl|helm|gcloud|az|aws|eksctl)\s.*)$", re.S)
+
+
+@bp.app_template_global("fix_parts")
+def fix_parts(fix: str) -> tuple[str, str]:
+    """(prose, command) of an onboarding check's fix, so a page shows the command apart, in monospace, ready to
+    copy: "mark one default: kubectl patch ..." gives ("mark one default", "kubectl patch ...").  Pure."""
+    found = _COMMAND.search(fix or "")
+    if not found:
+        return fix or "", ""
+    return fix[:found.start()].strip(), found.group(1).strip()
 
 
 def _form_values(provider):
@@ -64,15 +80,37 @@ def detail(name):
         if destroyed is None:
             raise
         return gone(destroyed, url_for("clusters.index"), "Back to the clusters")
+    return _detail(cluster)
+
+
+def _detail(cluster):
+    """The cluster's page, or its status fragment for htmx (which polls it while the cluster is busy)."""
     ops = db.session.execute(db.select(Operation).where(Operation.cluster_id == cluster.id)
                              .order_by(Operation.id.desc()).limit(10)).unique().scalars().all()
     busy = cluster.state in BUSY_CLUSTER_STATES
     # What a person may ask for now, from the cluster's lifecycle: the page offers nothing it would refuse.
-    may = {event: cluster_service.may(cluster, event) for event in ("plan", "apply", "destroy", "destroyed")}
+    may = {event: cluster_service.may(cluster, event) for event in ("plan", "apply", "destroy", "destroyed",
+                                                                    "check")}
     return htmx.render("clusters/detail.html", "clusters/_status.html", refresh_page=not busy, cluster=cluster,
                        operations=ops, busy=busy, may=may, hint=CLUSTER.states[cluster.state].hint,
                        current=ops[0] if ops else None, provider=PROVIDERS.get(cluster.provider),
                        hubs=cluster_service.live_hubs_on(cluster))
+
+
+@bp.post("/clusters/<name>/check")
+@requires("cluster.manage")
+def check(name):
+    """Check a Kubernetes cluster again.  From htmx the answer is the status fragment, which follows the check;
+    a refusal (not Kubernetes, being destroyed) is said on the cluster's page."""
+    cluster = scope.get_cluster(g.user, name, "cluster.manage")
+    try:
+        cluster_service.check(g.user, cluster)
+    except Conflict as exc:
+        flash(exc.description)
+        return redirect(url_for("clusters.detail", name=name))
+    if htmx.wants_fragment():
+        return _detail(cluster)
+    return redirect(url_for("clusters.detail", name=name))
 
 
 @bp.post("/clusters/<name>/plan")

@@ -1,3 +1,4 @@
+import yaml
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 from tenants.auth import login_label
 from werkzeug.exceptions import NotFound, TooManyRequests
@@ -81,6 +82,17 @@ def hub(slug):
                        current_op=operations.current_by_hub([found.id]).get(found.id),
                        chart=monitoring.series([found.id], buckets=48).get(found.id, {}),
                        login_label=login_label(auth_class))
+
+
+@bp.get("/hubs/<slug>/manifests")
+@requires("hub.manifests")
+def manifests(slug):
+    """Every object the backend applies for a hub on Kubernetes, as YAML, secret values masked (operators); what
+    ``GET /api/v1/hubs/SLUG/manifests`` answers as JSON.  409 for a hub on another backend."""
+    found = scope.get_hub(g.user, slug, "hub.manifests")
+    objects = hub_service.manifests(g.user, found)
+    return render_template("fleet/manifests.html", hub=found, objects=objects,
+                           text=yaml.safe_dump_all(objects, sort_keys=False))
 
 
 @bp.post("/hubs/<slug>/restart")

@@ -31,7 +31,8 @@ def index():
 @bp.post("/releases")
 @requires("release.manage")
 def create():
-    values = {k: request.form.get(k, "") for k in ("name", "jupyterhub_version", "channel", "notes")}
+    values = {k: request.form.get(k, "") for k in ("name", "jupyterhub_version", "channel", "chart_version",
+                                                   "hub_image", "notes")}
     try:
         release = release_service.create_release(g.user, values)
     except FieldErrors as exc:

@@ -154,7 +154,9 @@ current-context: prod
     assert bad.status_code == 422 and "current-context" in bad.get_json()["errors"]["json"]["kubeconfig"][0]
     made = client.post("/api/v1/clusters/register", json={"name": "prod", "kubeconfig": kubeconfig},
                        headers=operator)
-    assert made.status_code == 201 and made.get_json()["state"] == "registered"
+    # registered, then checked before it takes hubs (tests/console/test_kubernetes_clusters.py runs the check)
+    assert made.status_code == 201 and made.get_json()["state"] == "checking"
+    assert db.session.query(Operation).filter_by(kind="cluster-check").count() == 1
     assert "kube-token-do-not-show" not in client.get("/api/v1/clusters/prod", headers=operator).get_data(True)
     stored = db.session.execute(db.select(Cluster.kubeconfig).filter_by(name="prod")).scalar_one()
     assert stored and "kube-token" not in stored
