@@ -314,7 +314,7 @@ class Worker:
         monitoring.record_status(hub, status)
         hub_service.transition(hub, "ready")
         db.session.commit()
-        log(f"hub is healthy at {status.url} (JupyterHub {status.version})")
+        log(f"hub is healthy at {status.url}" + (f" (JupyterHub {status.version})" if status.version else ""))
         return None
 
     def await_health(self, op: Operation, backend, backend_state: dict, name: str) -> HubStatus | Requeue:

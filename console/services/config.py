@@ -223,6 +223,19 @@ def live_hubs(institution: Institution) -> list[Hub]:
                              Hub.desired == "running").order_by(Hub.slug)).unique().scalars())
 
 
+class _ReadableDumper(yaml.SafeDumper):
+    """YAML for people: a multi-line string (a hub's extra config code) as a literal block, not one escaped line."""
+
+
+_ReadableDumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+
+
+def readable_yaml(documents: list[Any]) -> str:
+    """``documents`` as one YAML stream, keys in their order, long strings as blocks."""
+    return yaml.dump_all(documents, Dumper=_ReadableDumper, sort_keys=False, width=120)
+
+
 # -- what a hub runs ----------------------------------------------------------------------------------------------
 
 def rollout_layer(rollout: Rollout) -> dict[str, Any]:

@@ -31,10 +31,10 @@ NOT_DELIVERED = "No webhook took this notice yet; it is tried again."
 def probe_fleet(hubs: list[Hub]) -> dict[int, ProbeResult]:
     """Sweep ``hubs`` concurrently (bounded pool, per-hub timeout); {hub id: result}.
 
-    A hub with a URL and an API is asked over HTTP.  The others (a test double; a Kubernetes hub without an address
-    yet) are asked through their backend, one look per cluster (``statuses``); so are all hubs of a backend the
-    platform supervises (Kubernetes), whose reason — a failed upgrade, an image that cannot be pulled — says why
-    a hub is down better than a refused connection does.
+    A hub with a URL and an API is asked over HTTP, and so is a Kubernetes hub with a public address.  The others (a
+    test double; a Kubernetes hub without an address yet) are asked through their backend, one look per cluster
+    (``statuses``); so are all hubs of a backend the platform supervises (Kubernetes), whose reason — a failed
+    upgrade, an image that cannot be pulled — says why a hub is down better than a refused connection does.
     """
     config = current_app.config
     targets, observed = [], {}
@@ -44,10 +44,11 @@ def probe_fleet(hubs: list[Hub]) -> dict[int, ProbeResult]:
         by_cluster[hub.cluster_id].append(hub)
     for cluster_id, group in by_cluster.items():
         backend = backends[cluster_id]
-        probed = {hub.id for hub in group if hub.url and backend.api_url(hub.backend_state or {})}
+        platform = not getattr(backend, "supervised", True)  # Kubernetes: its hubs' URLs are public addresses
+        probed = {hub.id for hub in group if hub.url and (platform or backend.api_url(hub.backend_state or {}))}
         targets += [Target(hub.id, hub.url, backend.api_token(hub.backend_state or {}))
                     for hub in group if hub.id in probed]
-        asked = [hub for hub in group if hub.id not in probed or not getattr(backend, "supervised", True)]
+        asked = [hub for hub in group if hub.id not in probed or platform]
         observed.update(zip((hub.id for hub in asked),
                             statuses(backend, [hub.backend_state or {} for hub in asked])))
     swept = {r.key: r for r in sweep(targets, concurrency=int(config["PROBE_CONCURRENCY"]),

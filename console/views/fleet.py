@@ -1,4 +1,3 @@
-import yaml
 from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
 from tenants.auth import login_label
 from werkzeug.exceptions import NotFound, TooManyRequests
@@ -92,7 +91,7 @@ def manifests(slug):
     found = scope.get_hub(g.user, slug, "hub.manifests")
     objects = hub_service.manifests(g.user, found)
     return render_template("fleet/manifests.html", hub=found, objects=objects,
-                           text=yaml.safe_dump_all(objects, sort_keys=False))
+                           text=config_service.readable_yaml(objects))
 
 
 @bp.post("/hubs/<slug>/restart")

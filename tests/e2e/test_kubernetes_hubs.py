@@ -12,6 +12,8 @@ a deleted Secret) are made by the stand-in controller and run on the emulator on
 """
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
 import signal
 import subprocess
@@ -72,31 +74,33 @@ class Platform:
         return self.emulator.objects(kind, namespace)
 
 
+@contextlib.contextmanager
+def emulated_platform(emulator):
+    """The emulator, with the stand-in Flux reconciling in the background until the test ends."""
+    platform = Platform(emulator.kubeconfig(), emulator)
+    platform.flux.start()
+    platform.flux.running.set()
+    yield platform
+    platform.flux.stopped.set()
+    platform.flux.join(10)
+    assert platform.flux.error is None, platform.flux.error
+
+
 @pytest.fixture(params=["emulated", pytest.param("real", marks=pytest.mark.skipif(not REAL_KUBECONFIG,
                                                                                   reason=NO_REAL_CLUSTER))])
 def platform(request, kube_api):
     if request.param == "real":
         yield Platform(Path(REAL_KUBECONFIG).read_text())
         return
-    platform = Platform(kube_api.kubeconfig(), kube_api)
-    platform.flux.start()
-    platform.flux.running.set()
-    yield platform
-    platform.flux.stopped.set()
-    platform.flux.join(10)
-    assert platform.flux.error is None, platform.flux.error
+    with emulated_platform(kube_api) as platform:
+        yield platform
 
 
 @pytest.fixture
 def emulated(kube_api):
     """The emulated platform only (for what only the stand-in controller can make happen)."""
-    platform = Platform(kube_api.kubeconfig(), kube_api)
-    platform.flux.start()
-    platform.flux.running.set()
-    yield platform
-    platform.flux.stopped.set()
-    platform.flux.join(10)
-    assert platform.flux.error is None, platform.flux.error
+    with emulated_platform(kube_api) as platform:
+        yield platform
 
 
 @pytest.fixture
@@ -222,6 +226,40 @@ def test_an_upgrade_flux_rolled_back_shows_rolled_back_and_halts_the_rollout(cli
     assert hub["release"] == "z2jh-4-4" and hub["state"] == "running", hub
     release = emulated.objects("HelmRelease", hub_names(first).namespace)[0]
     assert release["spec"]["chart"]["spec"]["version"] == CHART  # the console put its previous release back
+
+
+def test_an_institutions_new_login_reaches_its_kubernetes_hub_with_the_secret_only_in_the_values_secret(
+        app, client, emulated, fleet, run_worker, create_user, api_headers):
+    headers = fleet(emulated)
+    assert until_done(client, headers, run_worker, create(client, headers, "bio"))["state"] == "succeeded"
+    admin = api_headers(create_user("institution_admin", institution=db.session.get(Hub, 1).institution))
+    secret = "k8s-oidc-s3cret-91d2"
+    applied = client.put("/api/v1/institutions/north/config", headers=admin, json={
+        "auth": {"authenticator_class": "generic-oauth", "client_id": "bio-hub", "client_secret": secret,
+                 "authorize_url": "https://idp.north.edu/auth", "token_url": "https://idp.north.edu/token",
+                 "userdata_url": "https://idp.north.edu/me", "allowed_groups": ["students"], "manage_groups": True},
+        "environment": {"image": "quay.io/jupyter/scipy-notebook:2025-01-06", "cpu_limit": 2, "mem_limit": "4G"}})
+    assert applied.status_code == 200, applied.get_json()
+
+    def ended():
+        from console.services import releases
+        releases.advance()
+        db.session.commit()
+        run_worker(timeout=1)
+        body = client.get(f"/api/v1/rollouts/{applied.get_json()['rollout']}", headers=headers).get_json()
+        return body if body["state"] in ("done", "halted") else None
+    assert wait_for(ended, 120, interval=0.2, what="the config rollout to end")["state"] == "done"
+    reconfigure = db.session.execute(db.select(Operation).filter_by(kind="reconfigure")).unique().scalar_one()
+    log = client.get(f"/api/v1/operations/{reconfigure.id}", headers=headers).get_json()["log"]
+    assert any("no local preflight for a Kubernetes hub" in line for line in log), log
+    hub_ns = hub_names("bio")
+    release = emulated.objects("HelmRelease", hub_ns.namespace)[0]
+    auth = release["spec"]["values"]["hub"]["config"]
+    assert auth["GenericOAuthenticator"]["client_id"] == "bio-hub" and secret not in str(release)
+    values = emulated.emulator.get("Secret", "hubfleet-values", hub_ns.namespace)
+    assert secret in base64.b64decode(values["data"]["values.yaml"]).decode()
+    hub_secret = emulated.emulator.get("Secret", "hub", hub_ns.namespace)  # what the chart rendered for the hub
+    assert secret in base64.b64decode(hub_secret["data"]["values.yaml"]).decode()
 
 
 def test_a_stalled_release_fails_the_hub_with_fluxs_reason(client, emulated, fleet, run_worker):
