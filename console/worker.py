@@ -323,7 +323,7 @@ class Worker:
         status = backend.status(backend_state)
         if status.phase == "rolled-back":  # the platform undid the change: the previous version serves
             raise OperationFailed(f"{name} was rolled back by the cluster ({status.reason}): {status.message}")
-        if status.phase == "failed":
+        if status.phase == "failed" and status.reason:  # the platform gave up, and says why
             raise OperationFailed(f"{name} failed ({status.reason}): {status.message}")
         if status.ready:
             return status
