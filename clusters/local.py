@@ -48,7 +48,7 @@ from clusters.local_files import write_hub_config
 MARKER = "HUBFLEET_HUB_DIR"
 SERVICE_NAME = "hubfleet"
 # What the console may do with its token: read-only probing.
-SERVICE_SCOPES = ["read:hub", "list:users", "read:users", "read:servers", "read:metrics"]
+SERVICE_SCOPES = ["read:hub", "list:users", "read:users", "read:users:activity", "read:servers", "read:metrics"]
 # A second token, for synthetic checks only: they create a test user and start and stop its server.
 CHECK_SERVICE = "hubfleet-check"
 CHECK_SCOPES = ["admin:users", "admin:servers", "read:users", "read:servers"]

@@ -1,7 +1,8 @@
 """Probe many hubs at once: a bounded pool of concurrent requests, each hub within its own time budget.
 
-``sweep(targets)`` asks every hub ``GET /hub/health``, then ``GET /hub/api/`` (version) and ``GET /hub/metrics``
-(with the hub's read-only service token), and returns one :class:`ProbeResult` per target.  A hub that is slow or
+``sweep(targets)`` asks every hub ``GET /hub/health``, then ``GET /hub/api/`` (version), ``GET /hub/metrics`` and,
+with the hub's read-only service token, ``GET /hub/api/users?state=active`` page by page (whose servers run, since
+when, last active: what "My hubs" shows), and returns one :class:`ProbeResult` per target.  A hub that is slow or
 dead costs at most ``timeout`` seconds of one pool slot, so while fewer hubs are dead than the pool has slots, the
 whole sweep takes at most one timeout longer than it would with every hub alive.
 """
@@ -12,6 +13,7 @@ import json
 import ssl
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -22,6 +24,16 @@ class Target:
     key: int  # the caller's id for the hub
     url: str  # the hub's public URL, ending in "/"
     token: str | None = None
+
+
+@dataclass(frozen=True)
+class ServerSeen:
+    """One user's server as the hub reported it: state "running" or "pending", times in naive UTC."""
+
+    username: str
+    state: str
+    started: datetime | None = None
+    last_activity: datetime | None = None
 
 
 @dataclass
@@ -37,6 +49,9 @@ class ProbeResult:
     spawn_success: int | None = None  # cumulative counts from the spawn-duration histogram
     spawn_failure: int | None = None
     alive: bool | None = None  # False: the backend saw the hub's processes gone (no request was made)
+    # The active users' servers; None when they were not asked or could not be read (nothing is known then).
+    servers: list[ServerSeen] | None = None
+    servers_complete: bool = True  # False: more pages than MAX_USER_PAGES, so a user not listed may still be active
 
 
 def parse_metrics(text: str) -> dict:
@@ -58,6 +73,39 @@ def parse_metrics(text: str) -> dict:
         found["spawn_success"] = int(spawns.get("success", 0))
         found["spawn_failure"] = int(sum(v for k, v in spawns.items() if k != "success"))
     return found
+
+
+USERS_PAGE = 200  # JupyterHub's default largest page
+MAX_USER_PAGES = 50  # at most this many pages of active users per hub and sweep (10,000 users)
+PAGINATION = "application/jupyterhub-pagination+json"
+
+
+def _when(value) -> datetime | None:
+    """A JupyterHub timestamp ("2026-11-29T20:45:11.123456Z") as naive UTC; None for anything else."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed.astimezone(timezone.utc).replace(tzinfo=None) if parsed.tzinfo else parsed
+
+
+def parse_users(items: list) -> list[ServerSeen]:
+    """The servers of ``GET /hub/api/users?state=active`` items: a user's default server when they have one, else
+    their first named one; pure.  A server that is not ready is pending, whatever it is doing."""
+    seen = []
+    for item in items if isinstance(items, list) else []:
+        if not isinstance(item, dict) or not isinstance(item.get("name"), str):
+            continue
+        servers = item.get("servers") if isinstance(item.get("servers"), dict) else {}
+        server = servers.get("") or next(iter(servers.values()), None)
+        if not isinstance(server, dict):
+            continue
+        state = "running" if server.get("ready") and not server.get("pending") else "pending"
+        seen.append(ServerSeen(item["name"], state, _when(server.get("started")),
+                               _when(server.get("last_activity")) or _when(item.get("last_activity"))))
+    return seen
 
 
 MAX_BODY = 4 * 1024 * 1024  # a hub's answer larger than this is refused, not read into memory
@@ -94,7 +142,8 @@ class _Connection:
                     server_hostname=self.host if self.secure else None)
             except OSError as exc:
                 raise ConnectionError("ConnectError") from exc
-        lines = [f"GET {self.base}{path} HTTP/1.1", f"Host: {self.authority}", "Accept: */*",
+        lines = [f"GET {self.base}{path} HTTP/1.1", f"Host: {self.authority}",
+                 *([] if "Accept" in headers else ["Accept: */*"]),
                  *(f"{name}: {value}" for name, value in headers.items())]
         self.writer.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
         try:
@@ -138,6 +187,28 @@ class _Connection:
             self.reader = self.writer = None
 
 
+async def _active_servers(connection: _Connection, headers: dict[str, str]) -> tuple[list[ServerSeen] | None, bool]:
+    """(every active user's server, whether that is all of them), following ``_pagination.next`` for at most
+    ``MAX_USER_PAGES`` pages; (None, False) when the hub refuses (a token without ``list:users``) or answers
+    something else than pages."""
+    headers = {**headers, "Accept": PAGINATION}
+    seen: list[ServerSeen] = []
+    offset = 0
+    for _ in range(MAX_USER_PAGES):
+        status, body = await connection.get(f"hub/api/users?state=active&offset={offset}&limit={USERS_PAGE}",
+                                             headers)
+        page = json.loads(body) if status == 200 else None
+        if not isinstance(page, dict) or not isinstance(page.get("items"), list):
+            return None, False
+        seen += parse_users(page["items"])
+        following = (page.get("_pagination") or {}).get("next")
+        if not isinstance(following, dict) or not isinstance(following.get("offset"), int) or \
+                following["offset"] <= offset:
+            return seen, True
+        offset = following["offset"]
+    return seen, False
+
+
 async def _probe(target: Target, timeout: float, tls: ssl.SSLContext) -> ProbeResult:
     start = time.monotonic()
     result = ProbeResult(key=target.key, up=False, duration=0.0)
@@ -157,6 +228,8 @@ async def _probe(target: Target, timeout: float, tls: ssl.SSLContext) -> ProbeRe
             if status == 200:
                 for key, value in parse_metrics(body.decode("utf-8", "replace")).items():
                     setattr(result, key, value)
+            if target.token:
+                result.servers, result.servers_complete = await _active_servers(connection, headers)
     except TimeoutError:
         result.error = f"no answer within {timeout:g}s"
     except (ConnectionError, ProtocolError) as exc:

@@ -27,14 +27,16 @@ from clusters.base import BackendError, HubSpec, HubStatus, Log, register
 
 @register("fake")
 class FakeBackend:
-    """``reachable``: the hubs' URLs answer HTTP (a test points them at stand-in servers), so probe them."""
+    """``reachable``: the hubs' URLs answer HTTP (a test points them at stand-in servers), so probe them;
+    ``probe_token``: the token the probe sends them (none by default)."""
 
     supervised = True
     render_target = "local"
 
-    def __init__(self, delay: float = 0.0, reachable: bool = False, **_ignored):
+    def __init__(self, delay: float = 0.0, reachable: bool = False, probe_token: str | None = None, **_ignored):
         self.delay = float(delay)
         self.reachable = reachable
+        self.probe_token = probe_token
 
     @staticmethod
     def kill(slug: str) -> None:
@@ -92,7 +94,7 @@ class FakeBackend:
         return state["url"] + "hub/api/" if self.reachable and state.get("url") else None
 
     def api_token(self, state: dict, purpose: str = "probe") -> str | None:
-        return None
+        return self.probe_token if purpose == "probe" else None
 
 
 @register("fake-slow")

@@ -1,4 +1,5 @@
-"""Many small HTTP servers on loopback that answer like JupyterHub's /hub/health, /hub/api/ and /hub/metrics.
+"""Many small HTTP servers on loopback that answer like JupyterHub's /hub/health, /hub/api/, /hub/metrics and
+/hub/api/users?state=active (paginated as JupyterHub pages it when asked with its pagination media type).
 
 A stand-in for a fleet of real hubs where the point is the console's side (probing 1,000 hubs, alerting), which
 real JupyterHub processes could not provide at that count on one machine.  Each endpoint has a mode:
@@ -8,8 +9,10 @@ real JupyterHub processes could not provide at that count on one machine.  Each 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import threading
+from urllib.parse import parse_qs, urlsplit
 
 METRICS = """# HELP jupyterhub_running_servers the number of user servers currently running
 # TYPE jupyterhub_running_servers gauge
@@ -52,6 +55,10 @@ class FakeHubs:
         self.modes = {port: "ok" for port in self.ports}
         self.delay = delay
         self.failures = {port: 0 for port in self.ports}
+        # port -> the users /hub/api/users?state=active lists (JupyterHub user models), and the largest page
+        self.users: dict[int, list[dict]] = {port: [] for port in self.ports}
+        self.page_limit = 200
+        self.user_requests: list[tuple[int, str, dict[str, str]]] = []  # (port, path, headers) of each users call
         self.requests = 0
         self._loop = asyncio.new_event_loop()
         self._servers: dict[int, asyncio.Server] = {}
@@ -107,15 +114,17 @@ class FakeHubs:
     async def _handle(self, port: int, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while request := await reader.readline():  # keep-alive: several requests per connection
-                while (await reader.readline()).strip():
-                    pass
+                headers = {}
+                while (line := (await reader.readline()).strip()):
+                    name, _, value = line.decode("latin-1").partition(":")
+                    headers[name.strip().lower()] = value.strip()
                 self.requests += 1
                 mode = self.modes[port]
                 if mode == "blackhole":
                     await asyncio.sleep(3600)
                 if mode == "slow":
                     await asyncio.sleep(self.delay)
-                status, body, kind = self._answer(port, mode, request)
+                status, body, kind = self._answer(port, mode, request, headers)
                 data = body.encode()
                 writer.write(f"HTTP/1.1 {status} X\r\nContent-Type: {kind}\r\nContent-Length: {len(data)}\r\n"
                              f"\r\n".encode() + data)
@@ -125,12 +134,15 @@ class FakeHubs:
         finally:
             writer.close()
 
-    def _answer(self, port: int, mode: str, request: bytes) -> tuple[int, str, str]:
+    def _answer(self, port: int, mode: str, request: bytes, headers: dict[str, str]) -> tuple[int, str, str]:
         path = request.split(b" ")[1].decode() if request.count(b" ") >= 2 else "/"
         if mode == "error":
             return 503, '{"status": 503}', "application/json"
         if path.startswith("/hub/health"):
             return 200, "{}", "application/json"
+        if path.startswith("/hub/api/users"):
+            self.user_requests.append((port, path, headers))
+            return self._users(port, path, headers)
         if path.startswith("/hub/api/"):
             return 200, '{"version": "5.3.0"}', "application/json"
         if path.startswith("/hub/metrics"):
@@ -138,3 +150,26 @@ class FakeHubs:
             return 200, METRICS.format(running=index % 7, users=20 + index % 50, active=index % 13,
                                        spawns=100 + index, failures=self.failures[port]), "text/plain; version=0.0.4"
         return 404, "{}", "application/json"
+
+    def _users(self, port: int, path: str, headers: dict[str, str]) -> tuple[int, str, str]:
+        """JupyterHub's user list: 403 without a token; with state=active only users with a server; pages of
+        ``offset``/``limit`` (capped at ``page_limit``) with ``_pagination`` when the pagination type is accepted,
+        else the first page as a bare list."""
+        if not headers.get("authorization", "").startswith("token "):
+            return 403, '{"status": 403, "message": "Missing or invalid credentials"}', "application/json"
+        query = {key: values[0] for key, values in parse_qs(urlsplit(path).query).items()}
+        users = self.users[port]
+        if query.get("state") == "active":
+            users = [user for user in users if user.get("servers")]
+        offset = int(query.get("offset", 0))
+        limit = min(int(query.get("limit", self.page_limit)), self.page_limit)
+        items = users[offset:offset + limit]
+        if "application/jupyterhub-pagination+json" not in headers.get("accept", ""):
+            return 200, json.dumps(items), "application/json"
+        following = None
+        if offset + limit < len(users):
+            following = {"offset": offset + limit, "limit": limit,
+                         "url": f"http://127.0.0.1:{port}/hub/api/users?offset={offset + limit}&limit={limit}"}
+        return 200, json.dumps({"items": items, "_pagination": {"offset": offset, "limit": limit,
+                                                                  "total": len(users), "next": following}}), \
+            "application/jupyterhub-pagination+json"

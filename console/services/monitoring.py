@@ -14,7 +14,7 @@ from flask import current_app
 from sqlalchemy.orm import defer, lazyload
 
 from console.extensions import db
-from console.models import OPERATION_PENDING, Alert, Cluster, Hub, HubSample, Operation, utcnow
+from console.models import OPERATION_PENDING, Alert, Cluster, Hub, HubSample, Operation, ServerSnapshot, utcnow
 from console.services import audit, operations, webhooks
 from console.services import hubs as hub_service
 
@@ -135,6 +135,7 @@ def record(hubs: list[Hub], results: dict[int, ProbeResult], now: datetime | Non
                for hub in hubs if (result := results.get(hub.id)) is not None]
     if samples:  # one statement for all of them, and no object per sample
         db.session.execute(db.insert(HubSample), samples)
+    record_servers({hub.id: result for hub in hubs if (result := results.get(hub.id)) is not None}, now)
     recent = recent_samples([h.id for h in hubs if h.id in results])
     for hub in hubs:
         result = results.get(hub.id)
@@ -148,6 +149,39 @@ def record(hubs: list[Hub], results: dict[int, ProbeResult], now: datetime | Non
         event = "healthy" if health == health_rules.HEALTHY else "unhealthy"
         if lifecycle.HUB.allows(hub.state, event):
             hub_service.transition(hub, event)
+
+
+def record_servers(results: dict[int, ProbeResult], now: datetime) -> None:
+    """Upsert each probed hub's ``ServerSnapshot`` rows from the servers its probe listed: a listed server takes its
+    state and times; a user no longer listed is "stopped" and keeps their last activity.  A probe that could not
+    list servers (``servers`` None) leaves its hub's rows as they are; one that listed only the first pages marks
+    nobody stopped.  Three statements for the whole sweep.  The caller commits."""
+    listed = {hub_id: result for hub_id, result in results.items() if result.servers is not None}
+    if not listed:
+        return
+    existing = {(hub_id, username): (row_id, state) for row_id, hub_id, username, state in db.session.execute(
+        db.select(ServerSnapshot.id, ServerSnapshot.hub_id, ServerSnapshot.username, ServerSnapshot.state)
+        .where(ServerSnapshot.hub_id.in_(sorted(listed))))}
+    inserts, updates, seen = [], [], set()
+    for hub_id, result in listed.items():
+        for server in result.servers:
+            if (hub_id, server.username) in seen:
+                continue
+            seen.add((hub_id, server.username))
+            values = {"state": server.state, "started": server.started, "last_activity": server.last_activity,
+                      "seen_at": now}
+            if (hub_id, server.username) in existing:
+                updates.append({"id": existing[(hub_id, server.username)][0], **values})
+            else:
+                inserts.append({"hub_id": hub_id, "username": server.username, **values})
+    updates += [{"id": row_id, "state": "stopped", "seen_at": now}
+                for key, (row_id, state) in existing.items()
+                if key not in seen and state != "stopped" and listed[key[0]].servers_complete]
+    if inserts:
+        db.session.execute(db.insert(ServerSnapshot), inserts)
+    if updates:
+        for keys in {tuple(sorted(row)) for row in updates}:  # one executemany per shape of row
+            db.session.execute(db.update(ServerSnapshot), [row for row in updates if tuple(sorted(row)) == keys])
 
 
 def record_status(hub: Hub, status: HubStatus, now: datetime | None = None) -> None:

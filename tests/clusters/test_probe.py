@@ -1,5 +1,5 @@
 """The concurrent sweep against loopback servers that answer like JupyterHub (tests/fakehubs.py)."""
-from clusters.probe import Target, parse_metrics, sweep
+from clusters.probe import ServerSeen, Target, parse_metrics, parse_users, sweep
 from tests.fakehubs import METRICS, FakeHubs
 
 
@@ -52,3 +52,56 @@ def test_sweep_reads_chunked_answers_and_refuses_huge_ones():
             server.shutdown()
     assert result.up and result.version == "9.0.0"
     assert result.error == "answer too large" and result.running_servers is None
+
+
+def _user(name: str, ready=True, pending=None, started="2026-11-29T10:00:00.000000Z",
+          last_activity="2026-11-29T11:30:00Z") -> dict:
+    return {"name": name, "last_activity": last_activity, "servers": {
+        "": {"name": "", "ready": ready, "pending": pending, "started": started, "last_activity": last_activity}}}
+
+
+def test_parse_users_reads_each_users_default_server():
+    from datetime import datetime
+    items = [_user("ada"), _user("bob", ready=False, pending="spawn", started=None),
+             {"name": "carl", "servers": {"gpu": {"ready": True, "started": "2026-11-29T09:00:00+01:00"}}},
+             {"name": "dora", "servers": {}}, {"servers": {}}, "junk"]
+    assert parse_users(items) == [
+        ServerSeen("ada", "running", datetime(2026, 11, 29, 10), datetime(2026, 11, 29, 11, 30)),
+        ServerSeen("bob", "pending", None, datetime(2026, 11, 29, 11, 30)),
+        ServerSeen("carl", "running", datetime(2026, 11, 29, 8), None)]
+    assert parse_users({"not": "a list"}) == []
+
+
+def test_sweep_lists_active_servers_page_by_page_with_the_token():
+    """The stand-in hub pages /hub/api/users as JupyterHub does (offset, limit, _pagination.next)."""
+    with FakeHubs(3) as hubs:
+        hubs.page_limit = 2
+        hubs.users[hubs.ports[0]] = [_user(f"user{i}") for i in range(5)] + [{"name": "idle", "servers": {}}]
+        hubs.users[hubs.ports[1]] = [_user("solo", ready=False, pending="spawn")]
+        results = sweep([Target(0, hubs.urls[0], "secret"), Target(1, hubs.urls[1], "secret"),
+                         Target(2, hubs.urls[2])], timeout=2.0)
+        calls = list(hubs.user_requests)
+    assert [s.username for s in results[0].servers] == [f"user{i}" for i in range(5)]
+    assert results[0].servers_complete and {s.state for s in results[0].servers} == {"running"}
+    assert results[1].servers == [ServerSeen("solo", "pending", parse_users([_user("x")])[0].started,
+                                             parse_users([_user("x")])[0].last_activity)]
+    assert results[2].servers is None  # no token: the users were not asked
+    first = [(path, headers) for port, path, headers in calls if port == hubs.ports[0]]
+    assert [path.split("offset=")[1].split("&")[0] for path, _ in first] == ["0", "2", "4"]
+    assert all(h["accept"] == "application/jupyterhub-pagination+json" and h["authorization"] == "token secret"
+               for _, h in first)
+    assert "state=active" in first[0][0]
+
+
+def test_a_hub_refusing_the_user_list_leaves_servers_unknown(monkeypatch):
+    import clusters.probe as probe
+    with FakeHubs(1) as hubs:
+        hubs._users = lambda port, path, headers: (403, '{"status": 403}', "application/json")
+        refused = sweep([Target(0, hubs.urls[0], "secret")])[0]
+        hubs.users[hubs.ports[0]] = [_user(f"u{i}") for i in range(7)]
+        del hubs._users
+        hubs.page_limit = 2
+        monkeypatch.setattr(probe, "MAX_USER_PAGES", 2)
+        truncated = sweep([Target(0, hubs.urls[0], "secret")])[0]
+    assert refused.up and refused.servers is None
+    assert [s.username for s in truncated.servers] == ["u0", "u1", "u2", "u3"] and not truncated.servers_complete

@@ -133,3 +133,52 @@ def test_webhooks_page(client, fleet, create_user, login, create_institution):
                                                  "institution": "north"}).status_code == 201
     page = client.get("/alerts").get_data(as_text=True)
     assert "https://hooks.example.edu/…" in page and "hooks.example.edu/x" not in page  # the path may be a token
+
+
+def _active(name: str, ready: bool = True, last_activity: str = "2026-11-29T11:30:00Z") -> dict:
+    return {"name": name, "servers": {"": {"ready": ready, "pending": None if ready else "spawn",
+                                           "started": "2026-11-29T10:00:00Z", "last_activity": last_activity}}}
+
+
+def test_the_sweep_keeps_a_snapshot_of_each_users_server(app, create_institution, create_cluster, create_user, client,
+                                                         api_headers, run_worker):
+    """Snapshots follow what the hubs' user lists say: new servers appear, a user no longer listed is stopped with
+    their last activity kept, and a hub whose list cannot be read keeps its rows as they were."""
+    from datetime import datetime
+    from console.models import ServerSnapshot
+    app.config.update(PROBE_TIMEOUT=5.0)  # generous: a loaded machine must not turn this into a test of timeouts
+    create_institution("north")
+    create_cluster("fast", backend="fake", reachable=True, probe_token="read-only")
+    operator = api_headers(create_user("operator"))
+    with FakeHubs(2) as hubs:
+        for i in range(2):
+            client.post("/api/v1/hubs", json={"slug": f"hub-{i}", "institution": "north", "cluster": "fast"},
+                        headers=operator)
+        run_worker()
+        for i, url in enumerate(hubs.urls):
+            db.session.execute(db.update(Hub).where(Hub.slug == f"hub-{i}").values(url=url))
+        db.session.commit()
+        hubs.page_limit = 1
+        hubs.users[hubs.ports[0]] = [_active("ada"), _active("bob", ready=False)]
+        hubs.users[hubs.ports[1]] = [_active("ada", last_activity="2026-11-29T08:00:00Z")]
+        observe(app)
+
+        def rows():
+            return {(r.hub_id, r.username): (r.state, r.last_activity) for r in
+                    db.session.execute(db.select(ServerSnapshot)).scalars()}
+
+        first, second = hub("hub-0").id, hub("hub-1").id
+        assert rows() == {(first, "ada"): ("running", datetime(2026, 11, 29, 11, 30)),
+                          (first, "bob"): ("pending", datetime(2026, 11, 29, 11, 30)),
+                          (second, "ada"): ("running", datetime(2026, 11, 29, 8))}
+        assert all(h["authorization"] == "token read-only" for _, _, h in hubs.user_requests)
+        hubs.users[hubs.ports[0]] = [_active("bob")]  # ada stopped her server
+        hubs.set_mode(hubs.ports[1], "error")  # the second hub cannot be read: nothing is known of it
+        observe(app)
+        assert rows() == {(first, "ada"): ("stopped", datetime(2026, 11, 29, 11, 30)),
+                          (first, "bob"): ("running", datetime(2026, 11, 29, 11, 30)),
+                          (second, "ada"): ("running", datetime(2026, 11, 29, 8))}
+        seen_at = db.session.execute(db.select(ServerSnapshot.seen_at).filter_by(hub_id=first, username="ada")
+                                     ).scalar_one()
+        assert seen_at > db.session.execute(db.select(ServerSnapshot.seen_at).filter_by(
+            hub_id=second, username="ada")).scalar_one()

@@ -129,3 +129,36 @@ def test_synthetic_check_times_a_real_spawn_and_reports_a_failing_spawner(app, c
     for slug in ("north-lab", "broken-lab"):
         wait_operation(client, headers,
                        client.delete(f"/api/v1/hubs/{slug}", headers=headers).get_json()["operation"])
+
+
+def test_a_real_hubs_running_server_reaches_my_hubs(app, client, local_fleet, create_user, api_headers):
+    """The sweep reads the real hub's /hub/api/users?state=active with the hub's read-only token (its scopes in
+    the local hub's config): the first admin's running server shows in My hubs of the person of that username."""
+    from console.models import ServerSnapshot
+    from console.services import memberships
+    from tests.e2e.helpers import login_and_start_server
+    headers = local_fleet
+    created = client.post("/api/v1/hubs", json={"slug": "north-lab", "institution": "north", "cluster": "local"},
+                          headers=headers)
+    admin = created.get_json()["first_admin"]
+    done = wait_operation(client, headers, created.get_json()["operation"])
+    assert done["state"] == "succeeded", done
+    person = create_user("member", email=f"{admin['username']}@north.example")
+    assert person.username == admin["username"]
+    hub = db.session.execute(db.select(Hub).filter_by(slug="north-lab")).unique().scalar_one()
+    memberships.grant(person, hub=hub, source="operator")
+    db.session.commit()
+    lab = login_and_start_server(api_hub(client, headers, "north-lab")["url"], admin["username"], admin["password"])
+    assert lab.status_code == 200
+
+    def snapshot():
+        db.session.rollback()
+        return db.session.execute(db.select(ServerSnapshot).filter_by(hub_id=hub.id, username=person.username)
+                                  ).scalar_one_or_none()
+
+    seen = wait_for(lambda: (s := snapshot()) is not None and s.state == "running" and s, 15,
+                    what="a sweep to see the running server")
+    assert seen.started is not None and seen.last_activity is not None
+    (row,) = client.get("/api/v1/me/hubs", headers=api_headers(person)).get_json()
+    assert (row["hub"], row["server_state"]) == ("north-lab", "running")
+    assert row["launch_url"] == api_hub(client, headers, "north-lab")["url"] + "hub/user-redirect/lab"
