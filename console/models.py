@@ -1,11 +1,14 @@
 """The console's tables."""
 from __future__ import annotations
 
+import re
+import secrets
+import unicodedata
 from datetime import datetime, timezone
 
 from flask_login import UserMixin
-from sqlalchemy import JSON, ForeignKey, Index, String, Text, UniqueConstraint, text
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String, Text, UniqueConstraint, event, text
+from sqlalchemy.orm import Mapped, Session, mapped_column, relationship
 
 from tenants import outbound
 
@@ -13,7 +16,12 @@ from console.extensions import db
 
 OPERATOR = "operator"
 INSTITUTION_ADMIN = "institution_admin"
-ROLES = (OPERATOR, INSTITUTION_ADMIN)
+MEMBER = "member"  # a person whose only rights come from memberships (console/services/memberships.py)
+ROLES = (OPERATOR, INSTITUTION_ADMIN, MEMBER)
+# Memberships: what a person is on a hub (or on every hub of an institution), and where the grant came from.
+MEMBERSHIP_ROLES = ("member", "hub-admin")
+MEMBERSHIP_SOURCES = ("invitation", "rule", "operator")
+SERVER_STATES = ("running", "pending", "stopped")
 
 # Operation states: queued (never claimed), running (a worker holds its lease), waiting (requeued: a worker looks
 # again at ``run_after``), succeeded or failed.  ``outcome`` says how a finished one ended.
@@ -210,14 +218,19 @@ class AuditEvent(db.Model):
 class User(UserMixin, db.Model):
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(254), unique=True)
-    password_hash: Mapped[str] = mapped_column(String(200))
+    password_hash: Mapped[str] = mapped_column(String(200))  # "": no password login (a person an IdP made)
     role: Mapped[str] = mapped_column(String(30))
     institution_id: Mapped[int | None] = mapped_column(ForeignKey("institution.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # A disabled account cannot log in and its sessions and tokens stop working, until an admin enables it again.
     disabled_at: Mapped[datetime | None]
+    # The person's name on hubs: minted once when the row is first written (``mint_usernames``), lowercase
+    # [a-z0-9-], never changed and never handed to anyone else (``UsernameClaim`` outlives the account).
+    username: Mapped[str] = mapped_column(String(40))
 
     institution: Mapped[Institution | None] = relationship(lazy="joined")
+
+    __table_args__ = (Index("uq_user_username", "username", unique=True),)
 
     @property
     def is_active(self) -> bool:
@@ -242,7 +255,10 @@ class ApiToken(db.Model):
 
 class Invitation(db.Model):
     """A link that lets up to ``max_uses`` people create an account with ``role`` (of ``institution``) until
-    ``expires_at``.  Only the token's hash is kept: the token itself is shown once, to whoever invited."""
+    ``expires_at``.  Only the token's hash is kept: the token itself is shown once, to whoever invited.
+
+    With ``hub`` set it is a hub invitation instead: it creates no account but makes a logged-in person a member of
+    that hub (``role`` "member", ``institution`` the hub's; console/services/memberships.py)."""
 
     id: Mapped[int] = mapped_column(primary_key=True)
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex
@@ -255,9 +271,66 @@ class Invitation(db.Model):
     revoked_at: Mapped[datetime | None]
     created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))  # None once that account is removed
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    hub_id: Mapped[int | None] = mapped_column(ForeignKey("hub.id"), index=True)
 
     institution: Mapped[Institution | None] = relationship(lazy="joined")
     created_by: Mapped[User | None] = relationship(lazy="joined")
+    hub: Mapped[Hub | None] = relationship(lazy="joined")
+
+
+class UsernameClaim(db.Model):
+    """Every username ever minted, kept after its account is removed, so no one inherits a former person's name
+    (hubs name home directories and pods after it)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(40), unique=True)
+    claimed_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Membership(db.Model):
+    """A grant: ``user`` is ``role`` ("member" or "hub-admin") of ``hub``, or of every hub of ``institution``
+    (exactly one of the two), from ``source`` ("invitation", "rule", "operator"; ``ref`` says which one).  Active
+    while neither revoked nor expired."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    hub_id: Mapped[int | None] = mapped_column(ForeignKey("hub.id"), index=True)
+    institution_id: Mapped[int | None] = mapped_column(ForeignKey("institution.id"), index=True)
+    role: Mapped[str] = mapped_column(String(20), default="member")
+    source: Mapped[str] = mapped_column(String(20))
+    ref: Mapped[str] = mapped_column(String(100), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("user.id"))  # None: a rule, or a removed account
+
+    user: Mapped[User] = relationship(foreign_keys=[user_id], lazy="joined", innerjoin=True)
+    hub: Mapped[Hub | None] = relationship(lazy="joined")
+    institution: Mapped[Institution | None] = relationship(lazy="joined")
+
+    __table_args__ = (
+        Index("ix_membership_user", "user_id", "revoked_at"),
+        CheckConstraint("(hub_id IS NULL) != (institution_id IS NULL)", name="ck_membership_hub_xor_institution"),
+    )
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or self.expires_at > utcnow())
+
+
+class ServerSnapshot(db.Model):
+    """What the monitoring sweep last saw of one user's server on one hub (``GET /hub/api/users?state=active``):
+    "My hubs" reads this, never the hub."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hub_id: Mapped[int] = mapped_column(ForeignKey("hub.id"))
+    username: Mapped[str] = mapped_column(String(255))
+    state: Mapped[str] = mapped_column(String(10))  # running | pending | stopped
+    started: Mapped[datetime | None]
+    last_activity: Mapped[datetime | None]
+    seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    __table_args__ = (UniqueConstraint("hub_id", "username", name="uq_server_snapshot_hub_username"),)
 
 class UserSession(db.Model):
     """A login: the browser's cookie holds a random key whose hash is here, so logging out (or a password change)
@@ -274,6 +347,60 @@ class UserSession(db.Model):
     address: Mapped[str] = mapped_column(String(64), default="")
 
     user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+class InstitutionIdp(db.Model):
+    """An institution's own identity provider for console login (console/services/identities.py): an OpenID
+    Connect client built from its discovery document.  ``issuer`` is the document's issuer when it was saved; the
+    people it logs in are keyed on (issuer, sub).  ``client_secret`` is a Fernet token (console/crypto.py).
+    ``authoritative_domains``: the email domains this issuer vouches for (its verified emails of these domains may
+    link identities).  Member rule: people whose ``member_claim`` holds one of ``member_values`` are members of every
+    hub of the institution (no values: everyone this IdP logs in)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institution.id"), unique=True)
+    issuer: Mapped[str] = mapped_column(String(500), index=True)
+    discovery_url: Mapped[str] = mapped_column(String(2000))
+    client_id: Mapped[str] = mapped_column(String(300))
+    client_secret: Mapped[str] = mapped_column(Text, default="")
+    scopes: Mapped[str] = mapped_column(String(300), default="openid profile email")
+    authoritative_domains: Mapped[list] = mapped_column(JSON, default=list)
+    member_claim: Mapped[str] = mapped_column(String(100), default="")
+    member_values: Mapped[list] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    institution: Mapped[Institution] = relationship(lazy="joined", innerjoin=True)
+
+
+class Identity(db.Model):
+    """One way a person logs in through an IdP: (issuer, subject) names it, never an email.  ``claims`` are the
+    last claims the IdP sent (no tokens)."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"), index=True)
+    issuer: Mapped[str] = mapped_column(String(500))
+    subject: Mapped[str] = mapped_column(String(255))
+    institution_id: Mapped[int | None] = mapped_column(ForeignKey("institution.id"))
+    claims: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_login_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+    institution: Mapped[Institution | None] = relationship(lazy="joined")
+
+    __table_args__ = (UniqueConstraint("issuer", "subject", name="uq_identity_issuer_subject"),)
+
+
+class LoginState(db.Model):
+    """An IdP login under way: what its callback needs (PKCE verifier, nonce, where to go next), kept server-side
+    (a Fernet token) under the hash of its ``state``, bound to the browser that started it by the hash of a key its
+    cookie holds.  Used once; dropped when used or expired."""
+
+    state_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    browser_hash: Mapped[str] = mapped_column(String(64))
+    data: Mapped[str] = mapped_column(Text)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class LoginThrottle(db.Model):
@@ -392,3 +519,43 @@ class RolloutHub(db.Model):
     note: Mapped[str] = mapped_column(Text, default="")
 
     hub: Mapped[Hub] = relationship(lazy="joined", innerjoin=True)
+
+
+# -- usernames ------------------------------------------------------------------------------------------------------
+
+USERNAME_MAX = 32  # leaves room in a pod or volume name ("jupyter-<name>", "claim-<name>") within 63
+
+
+def username_base(text: str) -> str:
+    """The name a person's username is minted from: the local part of an email (or a given name), folded to ASCII,
+    lowercase, runs of anything but [a-z0-9] made one "-", beginning with a letter; pure."""
+    local = unicodedata.normalize("NFKD", (text or "").split("@", 1)[0]).encode("ascii", "ignore").decode().lower()
+    name = re.sub(r"[^a-z0-9]+", "-", local).strip("-")
+    if not name:
+        name = "user"
+    elif not name[0].isalpha():
+        name = f"u-{name}"
+    return name[:USERNAME_MAX].rstrip("-")
+
+
+def mint_username(session, text: str) -> str:
+    """Claim a new username from ``text`` (``username_base``); one taken now or ever before gets a short random
+    suffix.  Adds the ``UsernameClaim`` to ``session``: the unique column refuses the same name claimed by another
+    transaction at once."""
+    base = username_base(text)
+    pending = {o.username for o in session.new if isinstance(o, UsernameClaim)}
+    candidates = [base] + [f"{base[:USERNAME_MAX - 5]}-{secrets.token_hex(2)}" for _ in range(12)] + \
+        [f"{base[:USERNAME_MAX - 9]}-{secrets.token_hex(4)}"]
+    with session.no_autoflush:
+        taken = set(session.execute(db.select(UsernameClaim.username)
+                                    .where(UsernameClaim.username.in_(candidates))).scalars()) | pending
+    name = next(c for c in candidates if c not in taken)
+    session.add(UsernameClaim(username=name))
+    return name
+
+
+@event.listens_for(Session, "before_flush")
+def _mint_usernames(session, flush_context, instances) -> None:
+    """Every new account gets its username when first written, from its email, unless one was minted already."""
+    for user in [o for o in session.new if isinstance(o, User) and not o.username]:
+        user.username = mint_username(session, user.email)

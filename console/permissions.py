@@ -21,13 +21,13 @@ from flask import g, has_request_context
 from sqlalchemy import ColumnElement, false, select, true
 
 from console.extensions import db
-from console.models import (INSTITUTION_ADMIN, OPERATOR, Alert, ApiToken, Cluster, Hub, Institution, Invitation,
-                            Operation,
-                            Release, Rollout, User, WebhookTarget)
+from console.models import (INSTITUTION_ADMIN, MEMBER, OPERATOR, Alert, ApiToken, Cluster, Hub, Institution,
+                            Invitation, Membership, Operation, Release, Rollout, User, WebhookTarget, utcnow)
 from console.models import ROLES as ROLE_NAMES
 
 ACTIONS: dict[str, str] = {
     "hub.view": "See hubs, their status, charts, operations and rendered config.",
+    "hub.use": "Open the hubs one is a member of and see them in My hubs.",
     "hub.create": "Create a hub.",
     "hub.restart": "Start, stop, restart or check a hub (queue work on it).",
     "hub.upgrade": "Choose what a hub is upgraded to: its channel, its pin, its canary mark.",
@@ -38,6 +38,7 @@ ACTIONS: dict[str, str] = {
     "config.view": "See an institution's login, environment and the policy limiting them (never secret values).",
     "config.edit": "Draft, preview and apply an institution's login and environment.",
     "policy.set": "Set an institution's policy (its limits).",
+    "idp.set": "Set or remove the identity provider an institution's people log into the console with.",
     "blackout.set": "Set the times an institution's hubs must not be touched.",
     "release.view": "See release names and notes (an institution admin: of releases their hubs run).",
     "release.manage": "Publish, retract, retry and delete releases; see their config and preparation.",
@@ -116,6 +117,9 @@ KINDS: dict[type, Kind] = {
     Cluster: Kind("cluster.view"),
     User: Kind("user.invite", lambda i: User.institution_id == i, lambda o, i: o.institution_id == i),
     Invitation: Kind("user.invite", lambda i: Invitation.institution_id == i, lambda o, i: o.institution_id == i),
+    # a membership of a hub belongs to the hub's institution; one of all its hubs to the institution
+    Membership: Kind("user.invite", lambda i: Membership.hub_id.in_(_hubs_of(i)) | (Membership.institution_id == i),
+                     lambda o, i: (o.hub.institution_id if o.hub_id is not None else o.institution_id) == i),
     Fleet: Kind(None),
 }
 _known(kind.view for kind in KINDS.values() if kind.view)
@@ -167,6 +171,29 @@ class InstitutionReach(Reach):
         return kind.belongs is not None and user.institution_id is not None and kind.belongs(obj, user.institution_id)
 
 
+def member_hubs(user_id) -> Any:
+    """The ids of the hubs ``user_id`` holds an active membership of: the hub's own, or all of an institution's."""
+    now = utcnow()
+    active = (Membership.user_id == user_id) & Membership.revoked_at.is_(None) & \
+        (Membership.expires_at.is_(None) | (Membership.expires_at > now))
+    return select(Hub.id).where(
+        Hub.id.in_(select(Membership.hub_id).where(active, Membership.hub_id.is_not(None)))
+        | Hub.institution_id.in_(select(Membership.institution_id).where(active,
+                                                                          Membership.institution_id.is_not(None))))
+
+
+class MemberReach(Reach):
+    """The hubs of the person's active memberships (a hub's, or every hub of an institution's); nothing else."""
+
+    def where(self, user, model):
+        return Hub.id.in_(member_hubs(user.id)) if model is Hub else false()
+
+    def sees(self, user, obj):
+        if not isinstance(obj, Hub) or user.id is None:
+            return False
+        return db.session.execute(member_hubs(user.id).where(Hub.id == obj.id)).first() is not None
+
+
 @dataclass(frozen=True)
 class Role:
     label: str  # "an operator": how the role is named where a person of it is not shown
@@ -178,7 +205,10 @@ ROLES: dict[str, Role] = {
     OPERATOR: Role("an operator", FleetReach(), _known(ACTIONS)),
     INSTITUTION_ADMIN: Role("an institution admin", InstitutionReach(), _known({
         "hub.view", "hub.restart", "institution.view", "config.view", "config.edit", "blackout.set",
-        "release.view", "alert.view", "webhook.add", "user.invite", "token.manage", "audit.view"})),
+        "release.view", "alert.view", "webhook.add", "user.invite", "token.manage", "audit.view", "hub.use"})),
+    # Members keep to My hubs; operators and institution admins also hold memberships (listed in their My hubs),
+    # which add nothing to their role's reach over the fleet pages.
+    MEMBER: Role("a member", MemberReach(), _known({"hub.use", "token.manage"})),
 }
 if set(ROLES) != set(ROLE_NAMES):
     raise LookupError(f"console.models.ROLES {ROLE_NAMES} and the permission table {sorted(ROLES)} differ")

@@ -23,9 +23,11 @@ from console.models import User
 from console.passwords import check_password, hash_password  # noqa: F401 (the names callers import from here)
 from console.permissions import SIGNED_IN, action_of
 from console.services import sessions, tokens
+from console.services.memberships import home_endpoint
 from console.services.tokens import new_api_token  # noqa: F401 (test fixtures make tokens through this)
 
-PUBLIC_ENDPOINTS = frozenset({"auth.login", "healthz", "people.invitation"})  # an invitation link's page
+# the login form, an institution login and its return, the health check, an invitation link's page
+PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.idp_login", "auth.idp_callback", "healthz", "people.invitation"})
 SESSION_KEY = "hubfleet_session"  # the key of the session's row, inside Flask's signed cookie
 ANY_TOKEN_ENDPOINTS = frozenset({"api-docs.openapi_json"})  # the API's description: any live token reads it
 
@@ -119,15 +121,21 @@ def require_login():
     return None
 
 
+def home() -> str:
+    """The logged-in person's landing page: My hubs for a member, the fleet for everyone else."""
+    user = current_user if current_user and current_user.is_authenticated else None
+    return url_for(home_endpoint(user) if user is not None else "fleet.index")
+
+
 def safe_next(target: str | None) -> str:
     """A post-login redirect target that stays on this site: a path only, no scheme or host.  Browsers drop tabs and
     new lines from a URL and read a backslash as a slash, so ``/\\t/evil.example`` would leave the site: any control
     character, space or backslash refuses the target."""
     unsafe = any(c.isspace() or ord(c) < 32 or ord(c) == 127 or c == "\\" for c in target or "")
     if not target or unsafe or len(target) > 2000 or target.startswith("//"):
-        return url_for("fleet.index")
+        return home()
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not parts.path.startswith("/") or parts.path.startswith("//"):
-        return url_for("fleet.index")
+        return home()
     return target
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 import hashlib
 import secrets
 from datetime import timedelta
+from typing import Callable
 
 from sqlalchemy import Select, update
 from sqlalchemy.exc import IntegrityError
 from werkzeug.exceptions import Conflict, Gone, NotFound
 
 from console.extensions import db
-from console.models import (INSTITUTION_ADMIN, OPERATOR, ROLES, ApiToken, ConfigDraft, Institution, Invitation,
-                            User, UserSession, utcnow)
+from console.models import (INSTITUTION_ADMIN, OPERATOR, ApiToken, ConfigDraft, Identity, Institution, Invitation,
+                            Membership, User, UserSession, utcnow)
 from console.permissions import FLEET, can, require, visible
 from console.security import hash_password
 from console.services import FieldErrors, audit, scope
@@ -28,10 +29,12 @@ from console.services.users import email_problem, password_problem
 INVITATION_DAYS = 7  # how long a link lasts unless the inviter says otherwise
 MAX_INVITATION_DAYS = 30
 MAX_USES = 100  # one link for a whole team at most; the default is one person
-ROLE_LABELS = {OPERATOR: "operator", INSTITUTION_ADMIN: "institution admin"}
+ROLE_LABELS = {OPERATOR: "operator", INSTITUTION_ADMIN: "institution admin", "member": "member"}
+# The roles an account invitation creates; members join hubs by a hub's own invitation (services/memberships.py).
+ROLES = (OPERATOR, INSTITUTION_ADMIN)
 # Rows that are an account's own and go with it when it is removed (a test checks that no other table points at
 # accounts but ``Invitation.created_by``, which is cleared instead).
-OWNED_BY_ACCOUNT = (UserSession, ApiToken, ConfigDraft)
+OWNED_BY_ACCOUNT = (UserSession, ApiToken, ConfigDraft, Membership, Identity)
 
 
 # -- who sees whom, who may do what (console.permissions: "user.invite") -----------------------------------------
@@ -55,8 +58,8 @@ def invitations(user: User) -> Select:
 
 
 def open_invitations(user: User) -> Select:
-    """The invitations ``user`` may see that can still be used."""
-    return invitations(user).where(Invitation.revoked_at.is_(None), Invitation.expires_at > utcnow(),
+    """The account invitations ``user`` may see that can still be used (a hub's are listed on its page)."""
+    return invitations(user).where(Invitation.hub_id.is_(None), Invitation.revoked_at.is_(None), Invitation.expires_at > utcnow(),
                                    Invitation.use_count < Invitation.max_uses)
 
 
@@ -156,6 +159,22 @@ def invite(actor: User, role: str | None, institution: str | None = None, email:
     return invitation, token
 
 
+def take_use(invitation: Invitation, why: Callable[[Invitation], str | None], used_up: str) -> None:
+    """Take one use of ``invitation`` with one conditional UPDATE, so of two people taking its last use at the same
+    moment exactly one wins.  Raises Gone with ``why(invitation)`` (or ``used_up``) when no use was left; the
+    caller's transaction is rolled back then.  The caller commits otherwise."""
+    taken = db.session.execute(
+        update(Invitation)
+        .where(Invitation.id == invitation.id, Invitation.use_count < Invitation.max_uses,
+               Invitation.revoked_at.is_(None), Invitation.expires_at > utcnow())
+        .values(use_count=Invitation.use_count + 1)
+        .execution_options(synchronize_session=False))
+    if taken.rowcount != 1:
+        db.session.rollback()
+        db.session.refresh(invitation)
+        raise Gone(why(invitation) or used_up)
+
+
 def refusal(invitation: Invitation | None) -> str | None:
     """Why an invitation cannot be used now (the sentence its invitee reads), or None when it can."""
     if invitation is None:
@@ -173,7 +192,7 @@ def refusal(invitation: Invitation | None) -> str | None:
 def invitation_for_token(token: str) -> Invitation:
     """The usable invitation behind ``token``.  Raises NotFound for a token that is not one, Gone (with the
     sentence to show) for one that was withdrawn, used up or expired."""
-    invitation = db.session.execute(db.select(Invitation).filter_by(token_hash=_hash(token or ""))
+    invitation = db.session.execute(db.select(Invitation).filter_by(token_hash=_hash(token or ""), hub_id=None)
                                     ).unique().scalar_one_or_none()
     reason = refusal(invitation)
     if reason:
@@ -203,16 +222,7 @@ def redeem(token: str, email: str | None, password: str | None, confirm: str | N
     if errors:
         raise FieldErrors(errors)
     password_hash = hash_password(password)  # slow by design: before the write, so the write lock is held briefly
-    taken = db.session.execute(
-        update(Invitation)
-        .where(Invitation.id == invitation.id, Invitation.use_count < Invitation.max_uses,
-               Invitation.revoked_at.is_(None), Invitation.expires_at > utcnow())
-        .values(use_count=Invitation.use_count + 1)
-        .execution_options(synchronize_session=False))
-    if taken.rowcount != 1:
-        db.session.rollback()
-        db.session.refresh(invitation)
-        raise Gone(refusal(invitation) or "This invitation link has been used already.")
+    take_use(invitation, refusal, "This invitation link has been used already.")
     user = User(email=email, role=invitation.role, institution_id=invitation.institution_id,
                 password_hash=password_hash)
     db.session.add(user)
@@ -308,8 +318,9 @@ def remove(actor: User, person: User) -> None:
     email, role, institution_id = person.email, person.role, person.institution_id
     if role == OPERATOR:
         _lock_operators()
-    db.session.execute(update(Invitation).where(Invitation.created_by_id == person.id).values(created_by_id=None)
-                       .execution_options(synchronize_session=False))
+    for model in (Invitation, Membership):
+        db.session.execute(update(model).where(model.created_by_id == person.id).values(created_by_id=None)
+                           .execution_options(synchronize_session=False))
     for model in OWNED_BY_ACCOUNT:
         db.session.execute(db.delete(model).where(model.user_id == person.id)
                            .execution_options(synchronize_session=False))

@@ -24,8 +24,9 @@ DEFAULT_DAYS, MAX_DAYS = 90, 365
 MAX_NAME = 100
 USE_EVERY = timedelta(minutes=1)  # last_used_at is written at most this often: not a write per request
 GROUPS: dict[str, frozenset[str]] = {
-    # reading too: a hub's manifests (computed, nothing changes), the fleet's metrics
-    "read": frozenset(action for action in ACTIONS if action.endswith(".view")) | {"fleet.export", "hub.manifests"},
+    # reading too: a hub's manifests (computed, nothing changes), the fleet's metrics, one's own hubs
+    "read": frozenset(action for action in ACTIONS if action.endswith(".view")) | {"fleet.export", "hub.manifests",
+                                                                                  "hub.use"},
     "write": frozenset(ACTIONS),
 }
 GROUP_HELP = {"read": "everything you may see", "write": "everything you may do"}

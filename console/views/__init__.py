@@ -4,7 +4,7 @@
 def register(app, api) -> None:
     from console.extensions import csrf
     from console.views import api as api_views
-    from console.views import account, auth, clusters, fleet, institutions, monitoring, people, releases
+    from console.views import account, auth, clusters, fleet, institutions, memberships, monitoring, people, releases
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(account.bp)
@@ -14,10 +14,13 @@ def register(app, api) -> None:
     app.register_blueprint(monitoring.bp)
     app.register_blueprint(releases.bp)
     app.register_blueprint(people.bp)
+    app.register_blueprint(memberships.bp)
     csrf.exempt(api_views.blp)  # bearer tokens only; a browser's cookie never authenticates the API
     api.register_blueprint(api_views.blp)
     csrf.exempt(people.api_blp)
     api.register_blueprint(people.api_blp)
+    csrf.exempt(memberships.api_blp)
+    api.register_blueprint(memberships.api_blp)
 
     from console.services.releases import hub_actions, rollout_actions
     from console import permissions
@@ -29,3 +32,5 @@ def register(app, api) -> None:
     app.jinja_env.globals["can"] = permissions.template_can  # pages offer only what the permission table allows
     app.jinja_env.globals["actor"] = permissions.template_actor
     app.jinja_env.globals["FLEET"] = permissions.FLEET
+    from console.services.memberships import home_endpoint
+    app.jinja_env.globals["home_endpoint"] = home_endpoint  # members land on My hubs, everyone else on the fleet

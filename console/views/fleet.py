@@ -5,11 +5,12 @@ from werkzeug.exceptions import NotFound, TooManyRequests
 from console import htmx, status
 from console.errors import shown
 from console.extensions import db
-from console.permissions import requires
+from console.permissions import can, requires
 from console.services import FieldErrors, history, scope
 from console.services import config as config_service
 from console.services import monitoring
 from console.services import hubs as hub_service
+from console.services import memberships as membership_service
 from console.services import operations
 
 bp = Blueprint("fleet", __name__)
@@ -80,7 +81,8 @@ def hub(slug):
                        latest=ops[0] if ops else None,
                        current_op=operations.current_by_hub([found.id]).get(found.id),
                        chart=monitoring.series([found.id], buckets=48).get(found.id, {}),
-                       login_label=login_label(auth_class))
+                       login_label=login_label(auth_class),
+                       **(membership_service.hub_section(found) if can(g.user, "user.invite", found) else {}))
 
 
 @bp.get("/hubs/<slug>/manifests")

@@ -60,6 +60,9 @@ def invite():
 def revoke(invitation_id):
     """Withdraw an invitation: its link stops working."""
     invitation = people_service.revoke_invitation(g.user, people_service.get_invitation(g.user, invitation_id))
+    if invitation.hub is not None:
+        flash(f"The invitation {invitation.id} to {invitation.hub.slug} was revoked: its link no longer works.")
+        return redirect(url_for("fleet.hub", slug=invitation.hub.slug))
     flash(f"The invitation{' for ' + invitation.email if invitation.email else ''} was withdrawn: its link no longer "
           "works.")
     return redirect(url_for("people.index"))
@@ -139,6 +142,7 @@ api_blp = ApiBlueprint("people_api", __name__, url_prefix="/api/v1", description
 class PersonSchema(Schema):
     id = fields.Integer()
     email = fields.String()
+    username = fields.String(metadata={"description": "the person's name on hubs: minted once, never reused"})
     role = fields.String(validate=validate.OneOf(ROLES))
     institution = fields.String(attribute="institution.slug", allow_none=True)
     created_at = fields.DateTime()
