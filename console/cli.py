@@ -202,10 +202,11 @@ def secrets_rotate():
     """Re-encrypt every stored secret with the first of ENCRYPTION_KEYS."""
     from console.crypto import rotate
     from console.extensions import db
-    from console.models import ConfigDraft, Institution, WebhookTarget
+    from console.models import ConfigDraft, Institution, InstitutionIdp, LoginState, WebhookTarget
 
     count = 0
-    for model, column in ((Institution, "auth_secrets"), (ConfigDraft, "auth_secrets"), (WebhookTarget, "secret")):
+    for model, column in ((Institution, "auth_secrets"), (ConfigDraft, "auth_secrets"), (WebhookTarget, "secret"),
+                          (InstitutionIdp, "client_secret"), (LoginState, "data")):
         for row in db.session.execute(db.select(model)).unique().scalars():
             if getattr(row, column):
                 setattr(row, column, rotate(getattr(row, column)))

@@ -28,9 +28,11 @@ def hash_password(password: str) -> str:
 
 def check_password(user: User | None, password: str) -> bool:
     """Whether ``password`` is ``user``'s.  A right password whose hash was made at another cost is rehashed at
-    today's (in the session, committed with the login)."""
+    today's (in the session, committed with the login).  An account without a password (``password_hash`` "": it
+    logs in through its institution) never matches, at the same cost as an unknown email."""
+    usable = user is not None and bool(user.password_hash)
     try:
-        if not _hasher.verify(user.password_hash if user else _DUMMY_HASH, _bytes(password)) or user is None:
+        if not _hasher.verify(user.password_hash if usable else _DUMMY_HASH, _bytes(password)) or not usable:
             return False
     except (VerificationError, InvalidHashError):
         return False

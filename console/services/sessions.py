@@ -147,11 +147,17 @@ def log_in(email: str, password: str, address: str | None, user_agent: str) -> t
     if not check_password(user, password or "") or not user.is_active:
         return None
     _take_back(keys)
+    return user, open_session(user, address, user_agent)
+
+
+def open_session(user: User, address: str | None, user_agent: str) -> str:
+    """Start a session for ``user`` (whose credentials were checked: a password, an institution login); returns
+    its key for the cookie. Commits."""
     key = secrets.token_urlsafe(32)
     db.session.add(UserSession(user=user, key_hash=_hash(key), user_agent=(user_agent or "")[:300],
                                address=(address or "")[:64]))
     db.session.commit()
-    return user, key
+    return key
 
 
 def live_session(key: str | None) -> UserSession | None:
@@ -236,7 +242,10 @@ def change_password(user: User, current_password: str, new_password: str, confir
     """Set a new password (the current one required) and end the user's other sessions; returns how many ended.
 
     A wrong current password counts as a failed login for the account and the address.  Raises FieldErrors
-    (nothing written) for bad input, Throttled (nothing checked) when the account must wait. Commits."""
+    (nothing written) for bad input, Throttled (nothing checked) when the account must wait; a person who logs in
+    only through an institution (no password) has none to change. Commits."""
+    if not user.password_hash:
+        raise FieldErrors({"current_password": "You log in through your institution and have no password here."})
     keys = _throttle_keys(user.email, address)
     _count_attempt(keys)
     if not check_password(user, current_password or ""):

@@ -2,7 +2,7 @@
 from flask import Blueprint, flash, g, redirect, render_template, request, url_for
 
 from console.permissions import SIGNED_IN, requires
-from console.services import FieldErrors, sessions, tokens
+from console.services import FieldErrors, identities, sessions, tokens
 from console.services.users import MIN_PASSWORD
 
 bp = Blueprint("account", __name__, url_prefix="/account")
@@ -35,6 +35,30 @@ def end_other_sessions():
     ended = sessions.end_other_sessions(g.user, g.login_session)
     flash(f"Ended {ended} other session{'s' if ended != 1 else ''}.")
     return redirect(url_for("account.sessions_page"))
+
+
+def _logins_page(errors: dict | None = None, status: int = 200):
+    return render_template("account/logins.html", identities=identities.identities_of(g.user),
+                           institutions=identities.login_choices(), errors=errors or {}), status
+
+
+@bp.get("/logins")
+@requires(SIGNED_IN)
+def logins():
+    """The institution logins linked to one's account, a way to link another (after logging in there again), and to
+    unlink one that is not one's last way to log in."""
+    return _logins_page()
+
+
+@bp.post("/logins/unlink")
+@requires(SIGNED_IN)
+def unlink_login():
+    try:
+        identities.unlink(g.user, request.form.get("identity_id"))
+    except FieldErrors as exc:
+        return _logins_page(exc.errors, 422)
+    flash("That login is no longer linked to your account.")
+    return redirect(url_for("account.logins"))
 
 
 @bp.route("/password", methods=["GET", "POST"])

@@ -10,7 +10,7 @@ from console.models import OPERATION_STATES, OUTCOMES, Cluster, Institution, Rel
 from console.permissions import actor_label, can, requires
 from console.services import clusters as cluster_service
 from console.services import config as config_service
-from console.services import FieldErrors, scope
+from console.services import FieldErrors, identities, scope
 from console.services import releases as release_service
 from console.services import hubs as hub_service
 from console.services import institutions as institution_service
@@ -662,3 +662,61 @@ class TokenItem(MethodView):
     def delete(self, token_id):
         """Revoke one of your tokens: from now on it gets 401."""
         token_service.revoke_token(g.user, token_service.get_token(g.user, token_id))
+
+
+class IdpSchema(Schema):
+    discovery_url = fields.String(required=True, metadata={"description": "the IdP's issuer or discovery URL"})
+    client_id = fields.String(required=True)
+    client_secret = fields.String(load_only=True, metadata={
+        "description": "write-only; omitted or empty keeps the one stored (required the first time)"})
+    scopes = fields.String(metadata={"description": 'space-separated, with "openid"; default "openid profile email"'})
+    authoritative_domains = fields.List(fields.String(), metadata={
+        "description": "email domains this IdP's issuer vouches for (verified emails of these domains may link)"})
+    member_claim = fields.String(metadata={"description": 'the claim the member rule reads, e.g. "groups"'})
+    member_values = fields.List(fields.String(), metadata={
+        "description": "values of member_claim that make a person a member of every hub of the institution; "
+                       "empty: everyone the IdP logs in"})
+
+
+class IdpOutSchema(Schema):
+    configured = fields.Boolean()
+    issuer = fields.String(allow_none=True)
+    discovery_url = fields.String(allow_none=True)
+    client_id = fields.String(allow_none=True)
+    client_secret_set = fields.Boolean()
+    scopes = fields.String(allow_none=True)
+    authoritative_domains = fields.List(fields.String())
+    member_claim = fields.String(allow_none=True)
+    member_values = fields.List(fields.String())
+
+
+def _idp_out(institution) -> dict:
+    found = identities.describe(identities.idp_of(institution))
+    return {"configured": True, **found} if found else {"configured": False, "client_secret_set": False,
+                                                         "authoritative_domains": [], "member_values": []}
+
+
+@blp.route("/institutions/<slug>/idp")
+class InstitutionIdpView(MethodView):
+    @requires("config.view")
+    @blp.response(200, IdpOutSchema)
+    def get(self, slug):
+        """The identity provider the institution's people log into the console with (the secret is never
+        returned; ``configured`` false when there is none)."""
+        return _idp_out(scope.get_institution(g.user, slug, "config.view"))
+
+    @requires("idp.set")
+    @blp.arguments(IdpSchema)
+    @blp.response(200, IdpOutSchema)
+    def put(self, data, slug):
+        """Set or replace it (operators). The discovery document is fetched to learn the issuer; 422 with field
+        errors changes nothing."""
+        institution = scope.get_institution(g.user, slug, "idp.set")
+        identities.configure(g.user, institution, data)
+        return _idp_out(institution)
+
+    @requires("idp.set")
+    @blp.response(204)
+    def delete(self, slug):
+        """Remove it (operators); its people keep their accounts and logins. Removing none is no error."""
+        identities.remove(g.user, scope.get_institution(g.user, slug, "idp.set"))

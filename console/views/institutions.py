@@ -11,7 +11,7 @@ from console.permissions import can, requires
 from console.forms import carry_over, format_idps, parse_config_form
 from console.htmx import wants_fragment
 from console.models import AuditEvent, Hub, Operation
-from console.services import FieldErrors, scope
+from console.services import FieldErrors, identities, scope
 from console.services import config as config_service
 from console.services import hubs as hub_service
 from console.services import operations
@@ -190,3 +190,53 @@ def set_policy(slug):
         return _policy_page(institution, values, {k.removeprefix("policy."): v for k, v in exc.errors.items()}, 422)
     flash("Policy saved.")
     return redirect(url_for("institutions.detail", slug=slug))
+
+
+# -- the institution's own login to the console (its IdP) ---------------------------------------------------------
+
+IDP_FIELDS = ("discovery_url", "client_id", "client_secret", "scopes", "authoritative_domains", "member_claim",
+              "member_values")
+
+
+def _idp_page(institution, values: dict, errors: dict, status: int = 200):
+    return render_template("institutions/idp.html", institution=institution, values=values, errors=errors,
+                           idp=identities.describe(identities.idp_of(institution)),
+                           callback_url=url_for("auth.idp_callback", slug=institution.slug, _external=True)), \
+        status, {"Cache-Control": "no-store"}
+
+
+@bp.get("/institutions/<slug>/console-login")
+@requires("config.view")
+def console_login(slug):
+    """How the institution's people log into the console: its IdP (operators set it; admins read it)."""
+    institution = scope.get_institution(g.user, slug, "config.view")
+    current = identities.describe(identities.idp_of(institution)) or {}
+    values = {key: current.get(key, "") for key in IDP_FIELDS if key != "client_secret"}
+    values["authoritative_domains"] = "\n".join(current.get("authoritative_domains", []))
+    values["member_values"] = "\n".join(current.get("member_values", []))
+    values["scopes"] = current.get("scopes") or identities.DEFAULT_SCOPES
+    return _idp_page(institution, values, {})
+
+
+@bp.post("/institutions/<slug>/console-login")
+@requires("idp.set")
+def set_console_login(slug):
+    institution = scope.get_institution(g.user, slug, "idp.set")
+    values = {key: request.form.get(key, "") for key in IDP_FIELDS}
+    try:
+        identities.configure(g.user, institution, values)
+    except FieldErrors as exc:
+        values.pop("client_secret")  # write-only: never sent back, even as typed
+        return _idp_page(institution, values, exc.errors, 422)
+    flash(f"{institution.name}'s people can now log in with their institution.")
+    return redirect(url_for("institutions.console_login", slug=slug))
+
+
+@bp.post("/institutions/<slug>/console-login/remove")
+@requires("idp.set")
+def remove_console_login(slug):
+    institution = scope.get_institution(g.user, slug, "idp.set")
+    removed = identities.remove(g.user, institution)
+    flash("The institution login was removed; its people keep their accounts." if removed
+          else "There was no institution login to remove.")
+    return redirect(url_for("institutions.console_login", slug=slug))

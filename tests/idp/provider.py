@@ -77,6 +77,14 @@ class OidcProvider:
             time.sleep(0.05)
         return self
 
+    def set_users(self, users: dict[str, dict]) -> None:
+        """Replace the people and their claims; the running provider reads them at its next sign-in or claims
+        lookup (same keys and port, so a relying party sees the same issuer)."""
+        self.users = users
+        path = self._dir / "config.json"
+        path.write_text(json.dumps({"port": self.port, "issuer": self.issuer, "clients": self.clients,
+                                    "users": users}))
+
     def output(self) -> str:
         """Everything the provider process has printed so far (stdout and stderr)."""
         if self._log is None or self._log.closed:

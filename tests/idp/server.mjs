@@ -14,7 +14,7 @@
 // Prints "READY <issuer>" once listening; exits 0 on SIGTERM or SIGINT.
 
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { createServer } from 'node:http';
 
 import Provider from 'oidc-provider';
@@ -24,11 +24,23 @@ const { port, issuer } = config;
 
 const users = new Map(); // login -> account
 const accounts = new Map(); // sub -> account
-for (const [login, profile] of Object.entries(config.users ?? {})) {
-  const account = { preferred_username: login, groups: [], ...profile, sub: String(profile.sub ?? login) };
-  users.set(login, account);
-  accounts.set(account.sub, account);
+// A user's "userinfo_sub" makes userinfo name that sub instead (a provider that contradicts its ID token);
+// "email_verified" overrides the default (verified when there is an email).  The users are read again from
+// CONFIG.json whenever it changes, so a test can change a person's claims between two logins.
+let usersMtime = 0;
+function loadUsers() {
+  const mtime = statSync(process.argv[2]).mtimeMs;
+  if (mtime === usersMtime) return;
+  usersMtime = mtime;
+  users.clear();
+  accounts.clear();
+  for (const [login, profile] of Object.entries(JSON.parse(readFileSync(process.argv[2], 'utf8')).users ?? {})) {
+    const account = { preferred_username: login, groups: [], ...profile, sub: String(profile.sub ?? login) };
+    users.set(login, account);
+    accounts.set(account.sub, account);
+  }
 }
+loadUsers();
 
 const signingKey = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({ format: 'jwk' });
 const hour = 60 * 60;
@@ -58,12 +70,18 @@ const provider = new Provider(issuer, {
   // Scope-requested claims go into the ID token as well as userinfo.
   conformIdTokenClaims: false,
   async findAccount(ctx, sub) {
+    loadUsers();
     const account = accounts.get(sub);
     if (!account) return undefined;
     return {
       accountId: sub,
-      async claims() {
-        return { ...account, email_verified: Boolean(account.email) };
+      async claims(use) {
+        const { userinfo_sub: userinfoSub, email_verified: verified, ...claims } = account;
+        return {
+          ...claims,
+          email_verified: verified ?? Boolean(account.email),
+          ...(use === 'userinfo' && userinfoSub ? { sub: String(userinfoSub) } : {}),
+        };
       },
     };
   },
@@ -152,6 +170,7 @@ async function interaction(req, res, uid, action) {
   }
   if (req.method === 'POST' && action === 'login' && name === 'login') {
     const form = await readForm(req);
+    loadUsers();
     const login = form.get('login') ?? '';
     const account = users.get(login);
     if (!account) return send(res, 401, loginPage(uid, { login, error: `Unknown user: ${login}` }));
