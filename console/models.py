@@ -233,6 +233,12 @@ class User(UserMixin, db.Model):
     __table_args__ = (Index("uq_user_username", "username", unique=True),)
 
     @property
+    def label(self) -> str:
+        """How pages name the person: their email, or their username when the email is only a placeholder (a person
+        whose IdP vouched for no address has ``<username>@<institution>.invalid``, which reaches nobody)."""
+        return self.username if self.email.endswith(".invalid") and self.username else self.email
+
+    @property
     def is_active(self) -> bool:
         """Flask-Login's flag: ``login_user`` and the session and token checks refuse an inactive account."""
         return self.disabled_at is None

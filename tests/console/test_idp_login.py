@@ -391,6 +391,7 @@ def test_a_person_of_a_invited_to_a_hub_of_b_by_a_link_joins_it_and_sees_it_besi
     listed = client.get("/me/hubs").get_data(as_text=True)
     assert "hub-a" in listed and "hub-b" in listed
     alice = person(idps["providers"]["a"].issuer, "alice-a")
+    assert f"{alice.username} · member" in listed and alice.email not in listed  # no placeholder address shown
     token = client.application.test_client()  # the same person through the API, with a token of her own
     headers = {"Authorization": f"Bearer {new_api_token(alice)}"}
     db.session.commit()
