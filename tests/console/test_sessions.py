@@ -204,9 +204,15 @@ def test_forwarded_proto_is_believed_only_behind_a_configured_proxy(another_app,
 # -- throttling --------------------------------------------------------------------------------------------------
 
 
-def test_twenty_wrong_passwords_slow_that_account_and_no_other(app, client, create_user, monkeypatch):
+@pytest.fixture
+def still_clock(monkeypatch):
+    """The throttle's clock stands still: the first wait is one second, which a slow machine could otherwise let run
+    out between two attempts of a test."""
     now = utcnow()
-    monkeypatch.setattr(sessions, "utcnow", lambda: now)  # the clock stands still: the first wait is one second
+    monkeypatch.setattr(sessions, "utcnow", lambda: now)
+
+
+def test_twenty_wrong_passwords_slow_that_account_and_no_other(app, client, create_user, still_clock):
     victim = create_user("operator")
     bystander = create_user("operator")
     answers = [post_login(client, victim.email, "wrong password") for _ in range(20)]
@@ -223,11 +229,11 @@ def test_twenty_wrong_passwords_slow_that_account_and_no_other(app, client, crea
 def _wait_out(scope="account"):
     """Let the wait pass: the row's blocked_until moves to the past, as the clock would have moved."""
     db.session.execute(db.update(LoginThrottle).filter_by(scope=scope)
-                       .values(blocked_until=utcnow() - timedelta(seconds=1)))
+                       .values(blocked_until=sessions.utcnow() - timedelta(seconds=1)))
     db.session.commit()
 
 
-def test_the_wait_doubles_up_to_the_cap_and_a_success_resets_it(app, client, create_user):
+def test_the_wait_doubles_up_to_the_cap_and_a_success_resets_it(app, client, create_user, still_clock):
     user = create_user("operator")
     for _ in range(5):
         assert post_login(client, user.email, "wrong password").status_code == 401
@@ -246,12 +252,12 @@ def test_the_wait_doubles_up_to_the_cap_and_a_success_resets_it(app, client, cre
     assert [post_login(app.test_client(), user.email, "nope").status_code for _ in range(6)] == [401] * 5 + [429]
 
 
-def test_unknown_accounts_are_throttled_like_known_ones(client):
+def test_unknown_accounts_are_throttled_like_known_ones(client, still_clock):
     statuses = [post_login(client, "nobody@example.org", "guess").status_code for _ in range(7)]
     assert statuses == [401] * 5 + [429, 429]
 
 
-def test_an_address_is_throttled_across_accounts_and_others_are_not(another_app, create_user):
+def test_an_address_is_throttled_across_accounts_and_others_are_not(another_app, create_user, still_clock):
     app = another_app(LOGIN_FAILURES_PER_ADDRESS=8)
     user = create_user("operator")
     sprayer = app.test_client()
@@ -268,7 +274,7 @@ def test_an_address_is_throttled_across_accounts_and_others_are_not(another_app,
     assert post_login(elsewhere, user.email, PASSWORD).status_code == 302
 
 
-def test_ipv6_addresses_of_one_network_count_together(app, another_app):
+def test_ipv6_addresses_of_one_network_count_together(app, another_app, still_clock):
     app = another_app(LOGIN_FAILURES_PER_ADDRESS=3)
     statuses = []
     for host in range(5):
@@ -278,7 +284,7 @@ def test_ipv6_addresses_of_one_network_count_together(app, another_app):
     assert statuses == [401] * 3 + [429, 429]
 
 
-def test_the_count_holds_across_console_processes(another_app, create_user):
+def test_the_count_holds_across_console_processes(another_app, create_user, still_clock):
     """Two app instances over one database, as two web processes would be."""
     user = create_user("operator")
     first, second = another_app(), another_app()
@@ -287,7 +293,7 @@ def test_the_count_holds_across_console_processes(another_app, create_user):
     assert post_login(second.test_client(), user.email, PASSWORD).status_code == 429
 
 
-def test_parallel_attempts_cannot_slip_past_the_count(app, create_user):
+def test_parallel_attempts_cannot_slip_past_the_count(app, create_user, still_clock):
     user = create_user("operator")
     clients = [app.test_client() for _ in range(12)]
     tokens = [csrf_from(c.get("/login").get_data(as_text=True)) for c in clients]
@@ -308,7 +314,7 @@ def test_parallel_attempts_cannot_slip_past_the_count(app, create_user):
     assert sorted(statuses) == [401] * 5 + [429] * 7
 
 
-def test_wrong_current_passwords_count_as_failed_logins(app, client, create_user, login):
+def test_wrong_current_passwords_count_as_failed_logins(app, client, create_user, login, still_clock):
     user = create_user("operator")
     login(client, user)
     token = csrf_from(client.get("/account/password").get_data(as_text=True))
