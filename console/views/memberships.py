@@ -34,7 +34,7 @@ def join(token):
             return render_template("memberships/join.html", invitation=service.invitation_for_join(token))
         membership, new = service.join(g.user, token)
     except (NotFound, Gone) as exc:
-        return render_template("memberships/join_refused.html", reason=exc.description), exc.code
+        return render_template("people/invitation_refused.html", reason=exc.description, to_hub=True), exc.code
     flash(f"You are now a member of {membership.hub.slug}." if new else
           f"You are a member of {membership.hub.slug} already.")
     return redirect(url_for("memberships.my_hubs"))
