@@ -1,13 +1,13 @@
-"""The fixed files of a local hub's directory: its config file and the closed login's module it imports."""
+"""The fixed files of a local hub's directory: its config file and the modules of the logins it may import."""
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from tenants.auth import FIRST_ADMIN_SOURCE
+from tenants.auth import FEDERATED_SOURCE, FIRST_ADMIN_SOURCE
 
 SOURCES = {"jupyterhub_config.py": Path(__file__).with_name("local_jupyterhub_config.py"),
-           "first_admin_authenticator.py": FIRST_ADMIN_SOURCE}
+           "first_admin_authenticator.py": FIRST_ADMIN_SOURCE, "federated_authenticator.py": FEDERATED_SOURCE}
 
 
 def write_hub_config(directory: Path) -> Path:

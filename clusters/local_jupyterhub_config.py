@@ -5,6 +5,7 @@
 # hub's JupyterHub environment, which has no Hubfleet installed, so they live here and use the standard library):
 # - FirstAdminAuthenticator: a hub whose institution configured no login admits nobody, except the hub's generated
 #   first admin, whose password it checks against a scrypt hash;
+# - FederatedAuthenticator (imported only by hubs that use it): federated login through the console;
 # - SystemAccountSpawner: every hub user's server runs as a system account of its own (the console runs as root);
 # - OnePersonSpawner: without root every server runs as the console's own user, so the hub serves one person.
 import asyncio
@@ -121,7 +122,15 @@ OWN_CLASSES = {"hubfleet-first-admin": FirstAdminAuthenticator, "hubfleet-accoun
 
 c = get_config()  # noqa: F821 - provided by JupyterHub when it loads this file
 
+
+def own_class(name):
+    """The class a settings value names, or the value as it is (a JupyterHub entry point name, an import path)."""
+    if name == "hubfleet-federated":
+        from federated_authenticator import FederatedAuthenticator
+        return FederatedAuthenticator
+    return OWN_CLASSES.get(name, name)
+
+
 for section, values in json.loads((pathlib.Path(__file__).parent / "settings.json").read_text()).items():
     for key, value in values.items():
-        c[section][key] = OWN_CLASSES.get(value, value) if key.endswith("_class") and isinstance(value, str) \
-            else value
+        c[section][key] = own_class(value) if key.endswith("_class") and isinstance(value, str) else value

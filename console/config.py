@@ -69,6 +69,9 @@ DEFAULTS = {
     "LOGIN_FAILURES_PER_ADDRESS": 50,
     "LOGIN_DELAY_MAX_SECONDS": 900,
     "SESSION_IDLE_HOURS": 24,
+    # The console's address as hubs and browsers reach it ("https://hubs.example.org"): the issuer of the OpenID
+    # provider federated hubs log in through.  Never change it once hubs use it.
+    "PUBLIC_URL": None,
     # Proxies in front of the console whose X-Forwarded-For/-Proto/-Host/-Port to believe (0: none; 1: one nginx).
     "PROXY_COUNT": 0,
 }

@@ -409,6 +409,72 @@ class LoginState(db.Model):
     expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
+class HubClient(db.Model):
+    """A hub's client at the console's OpenID provider (console/services/federation.py), made when the hub is first
+    rendered with federated login.  ``client_id`` is ``hub-<hub id>``; ``secrets`` is a Fernet token of the client
+    secret and the hub's auth-state key, which the hub gets through the secret channel."""
+
+    hub_id: Mapped[int] = mapped_column(ForeignKey("hub.id"), primary_key=True)
+    secrets: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    hub: Mapped[Hub] = relationship(lazy="joined", innerjoin=True)
+
+
+class OAuthCode(db.Model):
+    """An authorization code the console issued to a hub: single-use (``used_at``), short-lived, bound to the hub's
+    client, its redirect URI and a PKCE challenge.  Only its hash is kept."""
+
+    __tablename__ = "oauth_code"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    code_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    client_id: Mapped[str] = mapped_column(String(40))
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    redirect_uri: Mapped[str] = mapped_column(String(400))
+    scope: Mapped[str] = mapped_column(String(200))
+    nonce: Mapped[str] = mapped_column(String(200), default="")
+    code_challenge: Mapped[str] = mapped_column(String(128))
+    code_challenge_method: Mapped[str] = mapped_column(String(10))
+    auth_time: Mapped[int]
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+    used_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+
+class OAuthToken(db.Model):
+    """Tokens the console issued to a hub for one person: hashes only.  Revoked when the person's membership of the
+    hub ends, when the code they came from is replayed, or when a refresh replaces them."""
+
+    __tablename__ = "oauth_token"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    client_id: Mapped[str] = mapped_column(String(40))
+    user_id: Mapped[int] = mapped_column(ForeignKey("user.id"))
+    code_id: Mapped[int | None] = mapped_column(ForeignKey("oauth_code.id"), index=True)
+    access_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    refresh_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    scope: Mapped[str] = mapped_column(String(200))
+    issued_at: Mapped[datetime] = mapped_column(default=utcnow)
+    access_expires_at: Mapped[datetime]
+    refresh_expires_at: Mapped[datetime | None]
+    revoked_at: Mapped[datetime | None]
+
+    user: Mapped[User] = relationship(lazy="joined", innerjoin=True)
+
+    __table_args__ = (Index("ix_oauth_token_user_client", "user_id", "client_id"),)
+
+
+class SigningKey(db.Model):
+    """A key the console signs ID tokens with: the private JWK as a Fernet token, published (public part only) at
+    the JWKS endpoint under ``kid``.  The newest unretired one signs."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kid: Mapped[str] = mapped_column(String(64), unique=True)
+    private_jwk: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retired_at: Mapped[datetime | None]
+
+
 class LoginThrottle(db.Model):
     """Consecutive failed logins for one account or one address (``scope``), kept in the database so that every
     console process counts the same failures."""

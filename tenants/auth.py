@@ -29,6 +29,14 @@ FIRST_ADMIN_USERNAME = "first-admin"
 # The closed login's authenticator, run inside the hub (it has no Hubfleet installed): shipped as this file's text.
 FIRST_ADMIN_SOURCE = Path(__file__).with_name("first_admin_authenticator.py")
 FIRST_ADMIN_CLASS = "hubfleet-first-admin"  # how a local hub's config names it
+# Federated login: the hub logs in through the console's OpenID provider (console/services/federation.py) and admits
+# the console's members of the hub.  The console fills in the client and endpoints per hub (``federation`` in the
+# auth config, the client secret and auth-state key among the secrets).
+FEDERATED = "federated"
+FEDERATED_SOURCE = Path(__file__).with_name("federated_authenticator.py")
+FEDERATED_CLASS = "hubfleet-federated"  # how a local hub's config names it
+FEDERATED_SCOPES = ["openid", "profile", "email", "groups"]
+FEDERATED_REFRESH_SECONDS = 300  # how soon a hub notices a revoked membership
 SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1}  # 16 MiB, some 50 ms: one check per login attempt
 
 
@@ -189,6 +197,8 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
              Field("jwks_endpoint", as_url, "JWKS endpoint", required=True, kind="url"),
              Field("username_key", lambda v: as_text(v, 100), "Username claim", default="email"), *COMMON),
          ("allowed_users",)),
+    Kind(FEDERATED, "Federated: one sign-on through this console; members of each hub may log in", FEDERATED_CLASS,
+         "GenericOAuthenticator", (), ()),
     Kind("dummy", "Demo: any username and password", "dummy", "DummyAuthenticator", COMMON, ("allowed_users",)),
     Kind("shared-password", "Demo: one shared password", "shared-password", "SharedPasswordAuthenticator", (
         Field("user_password", _secret, "Shared password", "Write-only: stored encrypted, never shown.",
@@ -258,6 +268,8 @@ def validate_auth(data: dict[str, Any], stored_secrets: dict[str, str] | None = 
 
 
 def _admits_someone(kind: Kind, clean: dict[str, Any]) -> bool:
+    if kind.name == FEDERATED:
+        return True  # the console's members of each hub
     for name in kind.allow_fields:
         value = clean.get(name)
         if name == "idps":
@@ -278,6 +290,8 @@ def authenticator_sections(auth: dict[str, Any], secrets: dict[str, str]) -> dic
                 "FirstAdminAuthenticator": {"admin_username": admin.get("username", ""),
                                             "admin_password_hash": admin.get("password_hash", ""),
                                             "admin_users": names, "allowed_users": names}}
+    if auth["authenticator_class"] == FEDERATED:
+        return _federated_sections(auth.get("federation") or {}, secrets)
     kind = KINDS[auth["authenticator_class"]]
     values = {**{k: v for k, v in auth.items() if k != "authenticator_class"}, **secrets}
     if not values.get("manage_groups"):
@@ -289,3 +303,21 @@ def authenticator_sections(auth: dict[str, Any], secrets: dict[str, str]) -> dic
                                               if idp["allowed_domains"] else {})}
                                   for entity, idp in values.pop("idps").items()}
     return {"JupyterHub": {"authenticator_class": kind.authenticator_class}, kind.config_class: values}
+
+
+def _federated_sections(federation: dict[str, Any], secrets: dict[str, str]) -> dict[str, dict[str, Any]]:
+    """A federated hub's login: GenericOAuthenticator against the console, groups from the console's claim, auth state
+    kept (encrypted with the hub's own key) so that a refresh every few minutes notices a revoked membership."""
+    issuer = federation.get("issuer", "")
+    return {"JupyterHub": {"authenticator_class": FEDERATED_CLASS},
+            "GenericOAuthenticator": {
+                "client_id": federation.get("client_id", ""), "client_secret": secrets.get("client_secret", ""),
+                "authorize_url": federation.get("authorization_endpoint", ""),
+                "token_url": federation.get("token_endpoint", ""),
+                "userdata_url": federation.get("userinfo_endpoint", ""),
+                "scope": FEDERATED_SCOPES, "username_claim": "preferred_username",
+                "manage_groups": True, "auth_state_groups_key": "oauth_user.groups",
+                "allowed_groups": ["member"], "admin_groups": ["hub-admin"],
+                "enable_auth_state": True, "auth_refresh_age": FEDERATED_REFRESH_SECONDS, "auto_login": True,
+                "logout_redirect_url": f"{issuer}/me/hubs" if issuer else ""},
+            "CryptKeeper": {"keys": [secrets["crypt_key"]] if secrets.get("crypt_key") else []}}

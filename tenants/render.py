@@ -14,10 +14,14 @@ import copy
 import sys
 from typing import Any
 
-from tenants.auth import FIRST_ADMIN_CLASS, FIRST_ADMIN_SOURCE, HIDDEN_FIELDS, authenticator_sections
+from tenants.auth import (FEDERATED_CLASS, FEDERATED_SOURCE, FIRST_ADMIN_CLASS, FIRST_ADMIN_SOURCE, HIDDEN_FIELDS,
+                          authenticator_sections)
 from tenants.environment import split_image
 
 MASK = "********"
+# Login classes of our own, by the name a rendered config gives them: (extraConfig key, source file, class).
+OWN_AUTHENTICATORS = {FIRST_ADMIN_CLASS: ("hubfleet-first-admin", FIRST_ADMIN_SOURCE, "FirstAdminAuthenticator"),
+                      FEDERATED_CLASS: ("hubfleet-federated", FEDERATED_SOURCE, "FederatedAuthenticator")}
 
 
 def render_local(config: dict[str, Any], secrets: dict[str, str], hub_url: str | None = None
@@ -87,15 +91,18 @@ def render_z2jh(config: dict[str, Any], secrets: dict[str, str], hub_url: str | 
         cull["timeout"] = env["cull_timeout"]
         cull["maxAge"] = env.get("cull_max_age", 0)
     hub: dict[str, Any] = {"config": sections}
-    if sections["JupyterHub"].get("authenticator_class") == FIRST_ADMIN_CLASS:
-        # The chart's hub image lacks the closed login's class: it comes as code the chart's config runs last.
+    own = OWN_AUTHENTICATORS.get(sections["JupyterHub"].get("authenticator_class"))
+    if own is not None:
+        # The chart's hub image lacks our own login classes: one comes as code the chart's config runs last.
+        name, source, class_name = own
         del sections["JupyterHub"]["authenticator_class"]
-        hub["extraConfig"] = {"hubfleet-first-admin": FIRST_ADMIN_SOURCE.read_text() +
-                              "\nc.JupyterHub.authenticator_class = FirstAdminAuthenticator\n"}
+        hub["extraConfig"] = {name: source.read_text() + f"\nc.JupyterHub.authenticator_class = {class_name}\n"}
     return {"hub": hub, "singleuser": singleuser, "cull": cull}
 
 
 def _is_secret(key: str, value: Any) -> bool:
+    if key == "keys":  # CryptKeeper's keys: a federated hub's auth-state key
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
     return key in HIDDEN_FIELDS | {"api_token"} and isinstance(value, str)
 
 

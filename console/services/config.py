@@ -6,7 +6,7 @@ from typing import Any
 
 import yaml
 from clusters.base import HubSpec, backend_class
-from tenants.auth import CLOSED, SECRET_FIELDS, validate_auth
+from tenants.auth import CLOSED, FEDERATED, SECRET_FIELDS, validate_auth
 from tenants.environment import validate_environment
 from tenants.layering import RELEASE_DEFAULTS, deep_merge, layered
 from tenants.policy import DEFAULT_POLICY, validate_policy
@@ -18,7 +18,7 @@ from console.extensions import db
 from console.lifecycles import ROLLOUT
 from console.models import ConfigDraft, Hub, Institution, Rollout, RolloutHub, User, utcnow
 from console.permissions import require
-from console.services import FieldErrors, audit, releases
+from console.services import FieldErrors, audit, federation, releases
 
 TARGETS = ("local", "z2jh")
 
@@ -52,6 +52,11 @@ def _validate(institution: Institution, auth: Any, environment: Any, typed_secre
               **{f"environment.{k}": v for k, v in env_errors.items()}}
     if errors:
         raise FieldErrors(errors)
+    if clean_auth.get("authenticator_class") == FEDERATED:
+        try:
+            federation.issuer()
+        except federation.NotConfigured as exc:
+            raise FieldErrors({"auth.authenticator_class": str(exc)}) from None
     if clean_auth.get("authenticator_class") == "dummy" and not policy_of(institution)["open_login_allowed"]:
         raise FieldErrors({"auth.authenticator_class": "The demo login admits any username and password; only an "
                                                        "operator's policy can allow it (for demo hubs)."})
@@ -266,6 +271,9 @@ def effective(hub: Hub, institution_layer: dict | None = None) -> tuple[dict, di
     secrets = layer["secrets"] if layer["auth"] else {}
     if config["auth"].get("authenticator_class") == CLOSED and (hub.spec or {}).get("first_admin"):
         config["auth"]["first_admin"] = hub.spec["first_admin"]  # gone once the institution configures a login
+    if config["auth"].get("authenticator_class") == FEDERATED and hub.id is not None:
+        # the hub's own client at the console's OpenID provider
+        config["auth"]["federation"], secrets = federation.hub_login(hub)
     return config, secrets
 
 

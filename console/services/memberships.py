@@ -23,7 +23,7 @@ from console.extensions import db
 from console.models import (INSTITUTION_ADMIN, MEMBER, MEMBERSHIP_ROLES, MEMBERSHIP_SOURCES, Hub, Institution,
                             Invitation, Membership, ServerSnapshot, User, utcnow)
 from console.permissions import require
-from console.services import FieldErrors, audit
+from console.services import FieldErrors, audit, federation
 from console.services.people import take_use
 
 MIN_EXPIRES_IN = 3600  # seconds: a hub invitation lasts at least an hour ...
@@ -83,8 +83,10 @@ def revoke(membership: Membership, actor: User) -> None:
     if membership.revoked_at is not None:
         return
     membership.revoked_at = utcnow()
+    # hubs that log in through the console lose the person at their next refresh, and refuse their next login
+    revoked = federation.revoke_membership_tokens(membership)
     audit(actor.email, "membership.revoke", _target(membership), _institution_of(membership),
-          membership=membership.id, source=membership.source, role=membership.role)
+          membership=membership.id, source=membership.source, role=membership.role, hub_tokens_revoked=revoked)
 
 
 def active_memberships(user: User) -> list[Membership]:

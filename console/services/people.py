@@ -19,7 +19,7 @@ from werkzeug.exceptions import Conflict, Gone, NotFound
 
 from console.extensions import db
 from console.models import (INSTITUTION_ADMIN, OPERATOR, ApiToken, ConfigDraft, Identity, Institution, Invitation,
-                            Membership, User, UserSession, utcnow)
+                            Membership, OAuthCode, OAuthToken, User, UserSession, utcnow)
 from console.permissions import FLEET, can, require, visible
 from console.security import hash_password
 from console.services import FieldErrors, audit, scope
@@ -34,7 +34,7 @@ ROLE_LABELS = {OPERATOR: "operator", INSTITUTION_ADMIN: "institution admin", "me
 ROLES = (OPERATOR, INSTITUTION_ADMIN)
 # Rows that are an account's own and go with it when it is removed (a test checks that no other table points at
 # accounts but ``Invitation.created_by``, which is cleared instead).
-OWNED_BY_ACCOUNT = (UserSession, ApiToken, ConfigDraft, Membership, Identity)
+OWNED_BY_ACCOUNT = (UserSession, ApiToken, ConfigDraft, Membership, Identity, OAuthToken, OAuthCode)
 
 
 # -- who sees whom, who may do what (console.permissions: "user.invite") -----------------------------------------
@@ -274,10 +274,12 @@ def _refuse_self(actor: User, person: User, verb: str) -> None:
 
 
 def _end_access(person: User, reason: str) -> None:
-    """End the person's sessions and revoke their API tokens, so a disabled account is out at once."""
+    """End the person's sessions and revoke their API tokens and the tokens hubs hold for them, so a disabled
+    account is out at once (of hubs too, at their next refresh)."""
     end_sessions(person, reason)
-    db.session.execute(update(ApiToken).where(ApiToken.user_id == person.id, ApiToken.revoked_at.is_(None))
-                       .values(revoked_at=utcnow()).execution_options(synchronize_session=False))
+    for model in (ApiToken, OAuthToken):
+        db.session.execute(update(model).where(model.user_id == person.id, model.revoked_at.is_(None))
+                           .values(revoked_at=utcnow()).execution_options(synchronize_session=False))
 
 
 def disable(actor: User, person: User) -> User:

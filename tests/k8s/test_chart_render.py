@@ -16,7 +16,7 @@ import yaml
 
 from clusters.base import HubSpec
 from clusters.k8s_manifests import chart_values, hub_objects, names
-from tenants.auth import CLOSED, FIRST_ADMIN_CLASS, KINDS, first_admin, validate_auth
+from tenants.auth import CLOSED, FEDERATED, FIRST_ADMIN_CLASS, KINDS, first_admin, validate_auth
 from tenants.environment import validate_environment
 from tenants.layering import RELEASE_DEFAULTS, deep_merge, layered
 from tenants.policy import DEFAULT_POLICY
@@ -47,7 +47,12 @@ AUTH = {
               "https://lms.example.edu/auth", "jwks_endpoint": "https://lms.example.edu/jwks", "allow_all": True},
     "dummy": {"allowed_users": ["ada", "grace"]},
     "shared-password": {"user_password": "a-long-shared-password", "allowed_users": ["ada"]},
+    FEDERATED: {},  # the console fills in the hub's client (FEDERATION)
 }
+CONSOLE = "https://hubs.example.org"
+FEDERATION = ({"issuer": CONSOLE, "client_id": "hub-42", "authorization_endpoint": f"{CONSOLE}/oauth/authorize",
+               "token_endpoint": f"{CONSOLE}/oauth/token", "userinfo_endpoint": f"{CONSOLE}/oauth/userinfo"},
+              {"client_secret": SECRET, "crypt_key": "ab" * 32})
 
 PROFILES = [
     {"display_name": "Small", "description": "2 CPUs", "cpu_limit": 2, "mem_limit": "4G", "default": True},
@@ -72,6 +77,8 @@ def login(kind: str) -> tuple[dict[str, Any], dict[str, str]]:
         return {"authenticator_class": CLOSED, "first_admin": first_admin()[0]}, {}
     clean, secrets, errors = validate_auth({"authenticator_class": kind, **AUTH[kind]})
     assert errors == {}, errors
+    if kind == FEDERATED:  # as console/services/config.py adds the hub's client
+        clean["federation"], secrets = FEDERATION
     return clean, secrets
 
 
@@ -138,11 +145,18 @@ def test_each_login_renders_valid_objects_and_reaches_the_hub(kind, kube_version
     if kind == CLOSED:
         return  # checked on its own below
     section = KINDS[kind].config_class
-    assert hub_config["JupyterHub"]["authenticator_class"] == KINDS[kind].authenticator_class
+    if kind == FEDERATED:  # our own class: it travels as code, like the closed hub's (below)
+        [code] = hub_values_yaml(objects)["hub"]["extraConfig"].values()
+        compile(code, "hub.extraConfig", "exec")
+        assert code.rstrip().endswith("c.JupyterHub.authenticator_class = FederatedAuthenticator")
+        assert hub_config["GenericOAuthenticator"]["token_url"] == f"{CONSOLE}/oauth/token"
+        assert hub_config["CryptKeeper"]["keys"] == [FEDERATION[1]["crypt_key"]]
+    else:
+        assert hub_config["JupyterHub"]["authenticator_class"] == KINDS[kind].authenticator_class
     # The whole section, secrets included, arrives: the Secret's values and spec.values were merged by Helm.
     assert hub_config[section] == deep_merge(spec.config["hub"]["config"][section],
                                              spec.secrets.get("hub", {}).get("config", {}).get(section, {}))
-    if "client_secret" in AUTH[kind]:
+    if "client_secret" in AUTH[kind] or kind == FEDERATED:
         assert hub_config[section]["client_secret"] == SECRET
         assert SECRET not in yaml.safe_dump(chart_values(spec))  # not in the HelmRelease: only in its Secret
 
