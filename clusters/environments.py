@@ -1,7 +1,9 @@
 """One Python environment per JupyterHub version, for local hubs: created once, then reused.
 
 The version this project itself installs runs from the console's own environment; any other gets a virtualenv
-``<root>/<version>/`` with that JupyterHub and the same companions (JupyterLab, the authenticators, the culler).
+``<root>/<version>/`` with that JupyterHub and the same companions (JupyterLab, the authenticators, the culler,
+nbgitpuller for "Open in my hub" links).  An environment made before a companion joined the list gets it added, in
+place, the next time a hub asks for it.
 
 Files under ``<root>`` for a version ``V``: ``V/`` (the environment; ``V/.ready`` once complete), ``.V.lock`` (held
 by whoever builds it), ``.V.log`` (the last build's pip output) and ``.V.failed`` (why the last build failed).  A
@@ -30,7 +32,7 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Callable
 
-COMPANIONS = ("jupyterlab", "oauthenticator", "jupyterhub-ltiauthenticator", "jupyterhub-idle-culler")
+COMPANIONS = ("jupyterlab", "oauthenticator", "jupyterhub-ltiauthenticator", "jupyterhub-idle-culler", "nbgitpuller")
 INDEX_TIMEOUT = 30  # seconds pip may take to list JupyterHub's versions
 INDEX_CACHE_SECONDS = 300  # a version list is reused this long: publishing twice asks the index once
 
@@ -114,6 +116,32 @@ def _build(jupyterhub_version: str, root: str | Path, log: Callable[[str], None]
     log(f"environment for JupyterHub {jupyterhub_version} ready")
 
 
+def missing_companions(env: str | Path) -> list[str]:
+    """The companions not installed in the environment ``env`` (one built before they were all listed); a look at its
+    ``*.dist-info`` directories, no process started."""
+    installed = {re.sub(r"[-_.]+", "-", entry.name.split("-")[0]).lower()
+                 for entry in Path(env).glob("lib/python*/site-packages/*.dist-info")}
+    return [name for name in COMPANIONS if name not in installed]
+
+
+def _top_up(jupyterhub_version: str, root: str | Path, log: Callable[[str], None]) -> None:
+    """Install the missing companions into a ready environment, in place (its hubs may be running), with JupyterHub
+    held at its version; the caller holds the version's lock.  A failure is logged and the environment kept: its
+    hubs run as before, only without what is missing."""
+    paths = _paths(jupyterhub_version, root)
+    missing = missing_companions(paths["env"])
+    step = [str(paths["env"] / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
+            "--progress-bar", "off", f"jupyterhub=={jupyterhub_version}", *missing]
+    log(f"adding {', '.join(missing)} to the environment for JupyterHub {jupyterhub_version}")
+    with open(paths["log"], "a") as out:
+        out.write("$ " + " ".join(step) + "\n")
+        out.flush()
+        result = subprocess.run(step, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, umask=0o022)
+        out.write(result.stdout)
+    if result.returncode != 0:
+        log(f"could not add {', '.join(missing)}: {last_words(result.stdout)}")
+
+
 def python_for(jupyterhub_version: str | None, root: str | Path, log: Callable[[str], None],
                shared: bool = False) -> str:
     """The interpreter whose environment runs ``jupyterhub_version`` (None: the installed one); with ``shared``, one
@@ -133,13 +161,15 @@ def python_for(jupyterhub_version: str | None, root: str | Path, log: Callable[[
     def usable() -> bool:  # an environment made before there were hub accounts may be out of their reach
         return paths["ready"].exists() and not (shared and unreachable(python))
 
-    if usable():
+    if usable() and not missing_companions(paths["env"]):
         return python
     _public_root(root)
     with open(paths["lock"], "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not usable():
             _build(jupyterhub_version, root, log)
+        elif missing_companions(paths["env"]):
+            _top_up(jupyterhub_version, root, log)
     return python
 
 

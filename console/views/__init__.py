@@ -4,8 +4,8 @@
 def register(app, api) -> None:
     from console.extensions import csrf
     from console.views import api as api_views
-    from console.views import (account, auth, clusters, fleet, institutions, memberships, monitoring, oidc, people,
-                               releases)
+    from console.views import (account, auth, clusters, fleet, institutions, memberships, monitoring, oidc, open_links,
+                               people, releases)
 
     app.register_blueprint(auth.bp)
     app.register_blueprint(account.bp)
@@ -20,6 +20,7 @@ def register(app, api) -> None:
     csrf.exempt(oidc.bp)  # hubs post to the token endpoint with their client secret, not a CSRF token
     from console.services import federation
     federation.init_app(app)
+    app.register_blueprint(open_links.bp)
     csrf.exempt(api_views.blp)  # bearer tokens only; a browser's cookie never authenticates the API
     api.register_blueprint(api_views.blp)
     csrf.exempt(people.api_blp)
