@@ -110,6 +110,8 @@ def demo(host, port):
     _configure_logging()
     _upgrade_database()
     app = current_app._get_current_object()
+    # the demo's hubs reach the console where it serves (federated login's issuer), unless one was configured
+    app.config["PUBLIC_URL"] = app.config["PUBLIC_URL"] or f"http://{host}:{port}"
     _exit_on_sigterm()
     accounts = demo_seed.seed(app)
     click.echo(demo_seed.banner(host, port, accounts))

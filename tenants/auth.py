@@ -197,7 +197,7 @@ KINDS: dict[str, Kind] = {k.name: k for k in (
              Field("jwks_endpoint", as_url, "JWKS endpoint", required=True, kind="url"),
              Field("username_key", lambda v: as_text(v, 100), "Username claim", default="email"), *COMMON),
          ("allowed_users",)),
-    Kind(FEDERATED, "Federated: one sign-on through this console; members of each hub may log in", FEDERATED_CLASS,
+    Kind(FEDERATED, "Federated: one sign-on through this console", FEDERATED_CLASS,
          "GenericOAuthenticator", (), ()),
     Kind("dummy", "Demo: any username and password", "dummy", "DummyAuthenticator", COMMON, ("allowed_users",)),
     Kind("shared-password", "Demo: one shared password", "shared-password", "SharedPasswordAuthenticator", (

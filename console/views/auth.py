@@ -29,9 +29,18 @@ def login():
         else:
             if found:
                 start_session(*found)
-                return redirect(safe_next(request.args.get("next")))
+                return _continue(safe_next(request.args.get("next")))
             error, status = "Wrong email or password.", 401
     return _login_page(email, error, status, headers)
+
+
+def _continue(target: str):
+    """Go on to ``target`` after a login.  A hub's sign-in request (federated login) ends on the hub, another site,
+    where a login form's policy (ours: ``form-action 'self'``; an IdP's own) may forbid the redirects that follow it
+    to take the browser: it goes on from a page of ours instead."""
+    if target.startswith(url_for("oidc.authorize")):
+        return render_template("auth/continue.html", target=target)
+    return redirect(target)
 
 
 def _signed_in():
@@ -74,7 +83,7 @@ def idp_callback(slug):
               else f"That login of {idp.institution.name} was linked to this account already.")
         return redirect(url_for("account.logins"))
     start_session(done.user, sessions.open_session(done.user, request.remote_addr, request.user_agent.string))
-    return redirect(safe_next(done.next_url))
+    return _continue(safe_next(done.next_url))
 
 
 @bp.post("/logout")

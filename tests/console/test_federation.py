@@ -14,6 +14,7 @@ from datetime import timedelta
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
+from markupsafe import escape
 from authlib.oidc.discovery import OpenIDProviderMetadata
 from joserfc import jwt
 from joserfc.jwk import KeySet
@@ -22,6 +23,7 @@ from console.extensions import db
 from console.models import AuditEvent, HubClient, Membership, OAuthCode, OAuthToken, utcnow
 from console.services import config as config_service
 from console.services import federation, memberships
+from tests.conftest import PASSWORD, csrf_from
 from tests.console.test_memberships import browser, client, fleet, join, make_link  # noqa: F401 (fixtures)
 
 ISSUER = "https://console.test"
@@ -223,7 +225,6 @@ def test_refresh_works_until_the_membership_ends_then_a_new_login_has_no_member_
     admin = browser(federated["admin"])
     held = db.session.execute(db.select(Membership).filter_by(user_id=user.id)).unique().scalar_one()
     page = admin.get("/hubs/nhub1")
-    from tests.conftest import csrf_from
     ended = admin.post(f"/hubs/nhub1/members/{held.id}/revoke", data={"csrf_token": csrf_from(page.get_data(True))})
     assert ended.status_code in (302, 303), ended.get_data(as_text=True)
     # What the hub holds stops working at once: its next refresh fails, so the hub asks for a new login ...
@@ -267,3 +268,17 @@ def test_a_federated_hub_renders_generic_oauth_against_the_console_and_keeps_its
     assert hubs["nhub1"].secret not in stored  # encrypted at rest
     audit = " ".join(str(e.detail) for e in db.session.execute(db.select(AuditEvent)).scalars())
     assert hubs["nhub1"].secret not in audit
+
+
+def test_the_login_form_hands_a_hubs_request_on_from_a_page_of_its_own(hubs, person, browser):
+    """A redirect chain that starts with the login form may not leave the site (form-action 'self'): the hub's request
+    goes on by a page that refreshes to it."""
+    user, _ = person
+    visitor = browser()
+    to_login = hubs["nhub1"].authorize(visitor).headers["Location"]
+    page = visitor.get(to_login).get_data(as_text=True)
+    answer = visitor.post(to_login, data={"email": user.email, "password": PASSWORD, "csrf_token": csrf_from(page)})
+    assert answer.status_code == 200
+    target = parse_qs(urlsplit(to_login).query)["next"][0]
+    assert f'http-equiv="refresh" content="0;url={escape(target)}"' in answer.get_data(as_text=True)
+    assert visitor.get(target).headers["Location"].startswith(hubs["nhub1"].redirect_uri + "?code=")

@@ -17,7 +17,7 @@ import pytest
 from console.extensions import db
 from console.models import Hub, Identity, User
 from console.services.institutions import ensure_local_cluster
-from tests.conftest import csrf_from
+from tests.conftest import PASSWORD, csrf_from
 from tests.console.test_headers import browser, live_server  # noqa: F401  (fixtures, found by name)
 from tests.e2e.test_oidc_login import wait_op
 from tests.helpers import wait_for
@@ -43,7 +43,8 @@ def north(app, ctx, client, create_institution, create_user, api_headers, live_s
     app.config["OUTBOUND_ALLOW"] = [f"127.0.0.1:{idp.port}"]
     create_institution("north", "North College")
     ensure_local_cluster("local", app.config["DATA_DIR"], app.config["LOCAL_PORT_RANGE"], "127.0.0.1")
-    operator = api_headers(create_user("operator"))
+    operator_account = create_user("operator")
+    operator = api_headers(operator_account)
     response = client.put("/api/v1/institutions/north/idp", headers=operator, json={
         "discovery_url": idp.issuer, "client_id": "console-north", "client_secret": SECRET,
         "scopes": "openid profile email groups", "member_claim": "groups", "member_values": ["students"]})
@@ -58,7 +59,8 @@ def north(app, ctx, client, create_institution, create_user, api_headers, live_s
     for op in ops:
         wait_op(client, operator, op)
     hubs = {slug: client.get(f"/api/v1/hubs/{slug}", headers=operator).get_json()["url"] for slug in SLUGS}
-    yield {"console": live_server, "idp": idp, "hubs": hubs, "operator": operator}
+    yield {"console": live_server, "idp": idp, "hubs": hubs, "operator": operator,
+           "operator_email": operator_account.email}
     for slug in SLUGS:
         client.delete(f"/api/v1/hubs/{slug}", headers=operator)
     for slug in SLUGS:
@@ -120,6 +122,18 @@ def test_one_sign_on_across_two_real_hubs_members_only(north, browser, client, t
 
     # Each hub knows Ada by her console username, as a member; the console tracks no password for her.
     assert person("ada-1").username == "ada" and person("ada-1").password_hash == ""
+
+    # An operator opens a hub first, logs in with a password on the console's form and is sent on to the hub (not
+    # stopped by the form's own policy) - which refuses them: an operator is no member of it.
+    other = browser.new_page()
+    responses = []
+    other.on("response", lambda response: responses.append((response.url, response.status)))
+    other.goto(hubs["north-1"] + "hub/")
+    other.fill("input[name=email]", north["operator_email"])
+    other.fill("input[name=password]", PASSWORD)
+    other.click("button[type=submit]")
+    other.wait_for_url(re.compile(re.escape(hubs["north-1"]) + "hub/oauth_callback"), timeout=30000)
+    assert [status for url, status in responses if "/hub/oauth_callback" in url] == [403]
 
     # Eve signs into the console through the same IdP, but is no member of North's hubs: the hub itself refuses her.
     with httpx.Client(timeout=30) as eve:
