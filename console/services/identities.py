@@ -359,7 +359,17 @@ def _metadata(idp: InstitutionIdp, client: _IdpClient) -> dict:
         logger.warning("IdP of %s now names issuer %r, not %r: an operator must save its login again",
                        idp.institution.slug, metadata.get("issuer"), idp.issuer)
         raise IdpError(FAILED.format(name=idp.institution.name))
+    client.client_kwargs["token_endpoint_auth_method"] = token_auth_method(metadata)
     return metadata
+
+
+def token_auth_method(metadata: dict) -> str:
+    """How the console sends its client secret to the IdP's token endpoint: HTTP Basic, OAuth's default, unless the
+    discovery document lists only the form body (``client_secret_post``).  Pure."""
+    offered = metadata.get("token_endpoint_auth_methods_supported") or ["client_secret_basic"]
+    if "client_secret_basic" not in offered and "client_secret_post" in offered:
+        return "client_secret_post"
+    return "client_secret_basic"
 
 
 def begin(idp: InstitutionIdp, redirect_uri: str, next_url: str | None, link_user: User | None = None) -> str:

@@ -17,6 +17,7 @@ import pytest
 from console.extensions import db
 from console.models import AuditEvent, Hub, Identity, InstitutionIdp, LoginState, Membership, User
 from console.security import new_api_token
+from console.services import identities
 from tests.conftest import PASSWORD, csrf_from
 from tests.console.test_headers import browser, live_server  # noqa: F401  (fixtures, found by name)
 from tests.idp.provider import OidcProvider, _FormParser, _fill
@@ -294,6 +295,30 @@ def test_an_idp_that_is_down_is_a_message_not_an_error(app, idps, create_institu
     _refused(fresh.get("/login/idp/inst-c"), 502, "cannot be reached")
 
 
+def test_an_idp_that_takes_the_client_secret_only_in_the_form_body(app, idps, create_institution):
+    """Some IdPs refuse HTTP Basic at their token endpoint; their discovery document lists only the form body, and
+    the console posts its secret there.  (This provider, like oidc-provider in general, would take either: the test
+    checks which the console chose, and that the login goes through.)"""
+    provider = OidcProvider(clients=[{"client_id": "console-c", "client_secret": "c-secret-1234",
+                                      "token_endpoint_auth_method": "client_secret_post",
+                                      "redirect_uris": [f"{CONSOLE}/login/idp/inst-c/callback"]}],
+                            users={"dana": {"sub": "dana-c"}}, client_auth_methods=["client_secret_post"]).start()
+    try:
+        app.config["OUTBOUND_ALLOW"] = [*app.config["OUTBOUND_ALLOW"], f"127.0.0.1:{provider.port}"]
+        create_institution("inst-c", "Institution C")
+        client = app.test_client()
+        assert client.put("/api/v1/institutions/inst-c/idp", headers=idps["headers"], json={
+            "discovery_url": provider.issuer, "client_id": "console-c", "client_secret": "c-secret-1234"}
+        ).status_code == 200
+        response = idp_login(client, "inst-c", "dana")
+        assert response.status_code == 302 and response.headers["Location"] == "/me/hubs", response.get_data(True)
+        assert person(provider.issuer, "dana-c") is not None
+        idp = db.session.execute(db.select(InstitutionIdp).filter_by(issuer=provider.issuer)).scalar_one()
+        assert identities.client_for(idp).client_kwargs["token_endpoint_auth_method"] == "client_secret_post"
+    finally:
+        provider.stop()
+
+
 def test_next_is_honoured_and_open_redirects_are_refused(app, idps, client):
     assert idp_login(client, "inst-a", "alice", next="/account/logins").headers["Location"] == "/account/logins"
     for target in ("https://evil.example/", "//evil.example/x", "/\\evil.example"):
@@ -454,6 +479,14 @@ def test_institution_login_in_chromium_from_the_login_page_to_my_hubs(app, idps,
 
 
 # -- pure rules -----------------------------------------------------------------------------------------------------
+
+
+def test_the_token_endpoint_auth_method_follows_discovery():
+    assert identities.token_auth_method({}) == "client_secret_basic"
+    assert identities.token_auth_method({"token_endpoint_auth_methods_supported": ["client_secret_post"]}) == \
+        "client_secret_post"
+    assert identities.token_auth_method({"token_endpoint_auth_methods_supported": [
+        "client_secret_post", "client_secret_basic"]}) == "client_secret_basic"
 
 
 def test_the_member_rule_and_verified_emails_as_pure_rules():

@@ -43,8 +43,9 @@ class OidcProvider:
     Use as a context manager, or call :meth:`start` and :meth:`stop`.
     """
 
-    def __init__(self, clients: list[dict], users: dict[str, dict]):
+    def __init__(self, clients: list[dict], users: dict[str, dict], client_auth_methods: list[str] | None = None):
         self.port = _free_port()
+        self.client_auth_methods = client_auth_methods
         self.issuer = f"http://127.0.0.1:{self.port}"
         self.discovery_url = f"{self.issuer}/.well-known/openid-configuration"
         self.clients = clients
@@ -62,7 +63,8 @@ class OidcProvider:
         self._dir = Path(tempfile.mkdtemp(prefix="hubfleet-idp-"))
         config = self._dir / "config.json"
         config.write_text(json.dumps({"port": self.port, "issuer": self.issuer,
-                                      "clients": self.clients, "users": self.users}))
+                                      "clients": self.clients, "users": self.users,
+                                      "clientAuthMethods": self.client_auth_methods}))
         self._log = open(self._dir / "output.log", "wb")  # noqa: SIM115 - closed in stop()
         self._process = subprocess.Popen([node, str(SERVER), str(config)], cwd=ROOT, stdin=subprocess.DEVNULL,
                                          stdout=self._log, stderr=subprocess.STDOUT)

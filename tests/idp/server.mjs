@@ -54,6 +54,8 @@ const provider = new Provider(issuer, {
     ...client,
   })),
   jwks: { keys: [{ ...signingKey, use: 'sig', alg: 'RS256', kid: 'test-signing-key' }] },
+  // How clients may authenticate at the token endpoint (and what discovery lists); oidc-provider's default otherwise.
+  ...(config.clientAuthMethods ? { clientAuthMethods: config.clientAuthMethods } : {}),
   cookies: {
     keys: [randomBytes(32).toString('hex')],
     // Plain http: cookies are only marked Secure on https requests, and SameSite=None needs Secure.
