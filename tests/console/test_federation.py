@@ -24,7 +24,7 @@ from console.models import AuditEvent, HubClient, Membership, OAuthCode, OAuthTo
 from console.services import config as config_service
 from console.services import federation, memberships
 from tests.conftest import PASSWORD, csrf_from
-from tests.console.test_memberships import browser, client, fleet, join, make_link  # noqa: F401 (fixtures)
+from tests.console.test_memberships import browser, client, fleet  # noqa: F401 (fixtures)
 
 ISSUER = "https://console.test"
 

@@ -274,17 +274,23 @@ def test_every_failure_ends_on_the_login_page_with_a_clear_message(app, idps, cl
     _refused(idp_login(app.test_client(), "inst-a", "alice"), 400, "disabled")
 
 
-def test_an_idp_that_is_down_is_a_message_not_an_error(app, idps, create_institution):
+def institution_c(app, idps, create_institution, client_auth_methods=None, **client) -> OidcProvider:
+    """Institution C with an IdP of its own (started; the caller stops it), set through the API."""
     provider = OidcProvider(clients=[{"client_id": "console-c", "client_secret": "c-secret-1234",
-                                      "redirect_uris": [f"{CONSOLE}/login/idp/inst-c/callback"]}],
-                            users={"dana": {"sub": "dana-c"}}).start()
+                                      "redirect_uris": [f"{CONSOLE}/login/idp/inst-c/callback"], **client}],
+                            users={"dana": {"sub": "dana-c"}}, client_auth_methods=client_auth_methods).start()
+    app.config["OUTBOUND_ALLOW"] = [*app.config["OUTBOUND_ALLOW"], f"127.0.0.1:{provider.port}"]
+    create_institution("inst-c", "Institution C")
+    assert app.test_client().put("/api/v1/institutions/inst-c/idp", headers=idps["headers"], json={
+        "discovery_url": provider.issuer, "client_id": "console-c", "client_secret": "c-secret-1234"}
+    ).status_code == 200
+    return provider
+
+
+def test_an_idp_that_is_down_is_a_message_not_an_error(app, idps, create_institution):
+    provider = institution_c(app, idps, create_institution)
     try:
-        app.config["OUTBOUND_ALLOW"] = [*app.config["OUTBOUND_ALLOW"], f"127.0.0.1:{provider.port}"]
-        create_institution("inst-c", "Institution C")
         client = app.test_client()
-        assert client.put("/api/v1/institutions/inst-c/idp", headers=idps["headers"], json={
-            "discovery_url": provider.issuer, "client_id": "console-c", "client_secret": "c-secret-1234"}
-        ).status_code == 200
         authorize = start(client, "inst-c")
         back = through_idp(authorize, "dana")
     finally:
@@ -299,18 +305,10 @@ def test_an_idp_that_takes_the_client_secret_only_in_the_form_body(app, idps, cr
     """Some IdPs refuse HTTP Basic at their token endpoint; their discovery document lists only the form body, and
     the console posts its secret there.  (This provider, like oidc-provider in general, would take either: the test
     checks which the console chose, and that the login goes through.)"""
-    provider = OidcProvider(clients=[{"client_id": "console-c", "client_secret": "c-secret-1234",
-                                      "token_endpoint_auth_method": "client_secret_post",
-                                      "redirect_uris": [f"{CONSOLE}/login/idp/inst-c/callback"]}],
-                            users={"dana": {"sub": "dana-c"}}, client_auth_methods=["client_secret_post"]).start()
+    provider = institution_c(app, idps, create_institution, client_auth_methods=["client_secret_post"],
+                             token_endpoint_auth_method="client_secret_post")
     try:
-        app.config["OUTBOUND_ALLOW"] = [*app.config["OUTBOUND_ALLOW"], f"127.0.0.1:{provider.port}"]
-        create_institution("inst-c", "Institution C")
-        client = app.test_client()
-        assert client.put("/api/v1/institutions/inst-c/idp", headers=idps["headers"], json={
-            "discovery_url": provider.issuer, "client_id": "console-c", "client_secret": "c-secret-1234"}
-        ).status_code == 200
-        response = idp_login(client, "inst-c", "dana")
+        response = idp_login(app.test_client(), "inst-c", "dana")
         assert response.status_code == 302 and response.headers["Location"] == "/me/hubs", response.get_data(True)
         assert person(provider.issuer, "dana-c") is not None
         idp = db.session.execute(db.select(InstitutionIdp).filter_by(issuer=provider.issuer)).scalar_one()
