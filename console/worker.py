@@ -16,6 +16,9 @@ import uuid
 
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
+
+import httpx
 
 from clusters import environments, lifecycle
 from clusters.base import BackendError, HubSpec, HubStatus, get_backend
@@ -487,6 +490,30 @@ class Worker:
             raise OperationFailed(f"synthetic check failed: {result.error}")
         log("timings: " + ", ".join(f"{k} {v:.2f}s" for k, v in result.timings.items()))
 
+    def stop_server(self, op: Operation, log) -> None:
+        """Stop one person's server on a hub whose membership they lost (``op.data["username"]``), through the hub's
+        REST API with its check token.  Someone the hub never knew, or whose server is not running, is done too."""
+        hub, name = op.hub, op.data.get("username", "")
+        if hub.state == lifecycle.DELETED or not name:
+            raise Skipped("the hub is gone" if name else "no person to stop a server of")
+        backend = hub_service.backend_for(hub.cluster)
+        state = hub.backend_state or {}
+        api_url, token = backend.api_url(state), backend.api_token(state, purpose="check")
+        if not api_url or not token:
+            raise Skipped("this hub's backend offers no API to stop servers with")
+        try:
+            with httpx.Client(base_url=api_url, headers={"Authorization": f"token {token}"}, timeout=30) as api:
+                answer = api.delete(f"users/{quote(name, safe='')}/server")
+        except httpx.HTTPError as exc:
+            raise OperationFailed(f"the hub's API did not answer: {exc}") from None
+        if answer.status_code == 404:
+            log(f"{name} has no account on {hub.slug}: nothing to stop")
+        elif answer.status_code in (202, 204):
+            log(f"{name}'s server on {hub.slug} is stopped" if answer.status_code == 204 else
+                f"{name}'s server on {hub.slug} is stopping")
+        else:
+            raise OperationFailed(f"the hub refused to stop {name}'s server: HTTP {answer.status_code}")
+
     def ensure_deleted(self, op: Operation, log) -> None:
         hub = op.hub
         if hub.state != lifecycle.DELETING:
@@ -626,6 +653,7 @@ HANDLERS = {
     "reconfigure": Worker.reconfigure,
     "delete": Worker.ensure_deleted,
     "synthetic-check": Worker.synthetic_check,
+    "stop-server": Worker.stop_server,
     "upgrade": Worker.upgrade,
     "rollback": Worker.roll_back,
     "release-prepare": Worker.prepare_release,

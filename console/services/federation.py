@@ -43,7 +43,6 @@ from console.crypto import decrypt_json, encrypt_json
 from console.extensions import db
 from console.models import (INSTITUTION_ADMIN, Hub, HubClient, Membership, OAuthCode, OAuthToken, SigningKey, User,
                             utcnow)
-from console.permissions import member_hubs
 
 SCOPES = ("openid", "profile", "email", "groups")
 MEMBER_GROUP, ADMIN_GROUP = "member", "hub-admin"
@@ -276,15 +275,6 @@ def revoke_tokens(user_id: int, client_ids: list[str] | None = None, code_id: in
     return done.rowcount
 
 
-def revoke_membership_tokens(membership: Membership) -> int:
-    """A membership ended: revoke its person's tokens at every hub it reached and they no longer reach otherwise."""
-    hubs = [membership.hub] if membership.hub is not None else list(db.session.execute(
-        db.select(Hub).where(Hub.institution_id == membership.institution_id)).unique().scalars())
-    still = set(db.session.execute(member_hubs(membership.user_id)).scalars())
-    gone = [client_id_of(hub) for hub in hubs if hub.id not in still]
-    return revoke_tokens(membership.user_id, gone) if gone else 0
-
-
 class CodeGrant(grants.AuthorizationCodeGrant):
     TOKEN_ENDPOINT_AUTH_METHODS = ["client_secret_post", "client_secret_basic"]
 
@@ -466,4 +456,4 @@ def authorize(user: User):
 
 
 __all__ = ["OAuth2Error", "NotConfigured", "authorize", "discovery", "groups_for", "hub_client", "hub_login",
-           "init_app", "jwks", "resource_protector", "revoke_membership_tokens", "revoke_tokens", "server"]
+           "init_app", "jwks", "resource_protector", "revoke_tokens", "server"]

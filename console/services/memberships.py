@@ -19,11 +19,12 @@ from sqlalchemy import and_, or_
 from werkzeug.exceptions import Gone, NotFound
 
 from clusters import lifecycle
+from tenants.auth import FEDERATED
 from console.extensions import db
 from console.models import (INSTITUTION_ADMIN, MEMBER, MEMBERSHIP_ROLES, MEMBERSHIP_SOURCES, Hub, Institution,
                             Invitation, Membership, ServerSnapshot, User, utcnow)
 from console.permissions import require
-from console.services import FieldErrors, audit, federation
+from console.services import FieldErrors, audit, federation, operations
 from console.services.people import take_use
 
 MIN_EXPIRES_IN = 3600  # seconds: a hub invitation lasts at least an hour ...
@@ -83,10 +84,29 @@ def revoke(membership: Membership, actor: User) -> None:
     if membership.revoked_at is not None:
         return
     membership.revoked_at = utcnow()
-    # hubs that log in through the console lose the person at their next refresh, and refuse their next login
-    revoked = federation.revoke_membership_tokens(membership)
+    # Federated hubs the person no longer belongs to lose them: the tokens the hub holds stop working (its next
+    # refresh asks for a new login, which it refuses) and their server there is stopped.
+    lost = hubs_lost(membership)
+    revoked = federation.revoke_tokens(membership.user_id, [federation.client_id_of(hub) for hub in lost]) \
+        if lost else 0
+    for hub in lost:
+        operations.enqueue(hub, "stop-server", actor.email, data={"username": membership.user.username})
     audit(actor.email, "membership.revoke", _target(membership), _institution_of(membership),
-          membership=membership.id, source=membership.source, role=membership.role, hub_tokens_revoked=revoked)
+          membership=membership.id, source=membership.source, role=membership.role, hub_tokens_revoked=revoked,
+          servers_stopped=[hub.slug for hub in lost])
+
+
+def hubs_lost(membership: Membership) -> list[Hub]:
+    """The live federated hubs the ended ``membership`` reached and its person no longer belongs to (no other
+    membership, not the institution's admin)."""
+    if membership.hub is not None:
+        hubs = [membership.hub]
+    else:
+        hubs = list(db.session.execute(db.select(Hub).where(Hub.institution_id == membership.institution_id))
+                    .unique().scalars())
+    return [hub for hub in hubs if hub.state != lifecycle.DELETED
+            and (hub.institution.auth or {}).get("authenticator_class") == FEDERATED
+            and federation.MEMBER_GROUP not in federation.groups_for(membership.user, hub)]
 
 
 def active_memberships(user: User) -> list[Membership]:

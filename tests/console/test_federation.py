@@ -20,7 +20,7 @@ from joserfc import jwt
 from joserfc.jwk import KeySet
 
 from console.extensions import db
-from console.models import AuditEvent, HubClient, Membership, OAuthCode, OAuthToken, utcnow
+from console.models import AuditEvent, HubClient, Membership, OAuthCode, OAuthToken, Operation, utcnow
 from console.services import config as config_service
 from console.services import federation, memberships
 from tests.conftest import PASSWORD, csrf_from
@@ -233,7 +233,9 @@ def test_refresh_works_until_the_membership_ends_then_a_new_login_has_no_member_
     # ... which the console answers, without the member group: the hub refuses it.
     assert hub.userinfo(hub.login(signed_in)["access_token"]).get_json()["groups"] == []
     event = db.session.execute(db.select(AuditEvent).filter_by(action="membership.revoke")).scalar_one()
-    assert event.detail["hub_tokens_revoked"] == 1
+    assert event.detail["hub_tokens_revoked"] == 1 and event.detail["servers_stopped"] == ["nhub1"]
+    stop = db.session.execute(db.select(Operation).filter_by(kind="stop-server")).unique().scalar_one()
+    assert stop.hub.slug == "nhub1" and stop.data == {"username": user.username}  # the worker stops their server
 
 
 def test_a_disabled_account_loses_its_hub_tokens(hubs, person, federated, api_headers, client):

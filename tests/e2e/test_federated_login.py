@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from clusters.local import LocalBackend
 from console.extensions import db
 from console.models import Hub, Identity, User
 from console.services.institutions import ensure_local_cluster
@@ -90,6 +91,13 @@ def person(subject: str) -> User:
                               .where(Identity.subject == subject)).unique().scalar_one()
 
 
+def hub_api(slug: str) -> httpx.Client:
+    """The hub's REST API with the console's own token for it."""
+    state, url = db.session.execute(db.select(Hub.backend_state, Hub.url).where(Hub.slug == slug)).one()
+    return httpx.Client(base_url=url + "hub/api/", timeout=10,
+                        headers={"Authorization": f"token {LocalBackend(root='/').api_token(state)}"})
+
+
 def open_hub(web: httpx.Client, hub_url: str) -> httpx.Response:
     """Open a hub's login as a browser would, following every redirect (hub, console, back to the hub)."""
     return web.get(hub_url + "hub/oauth_login", follow_redirects=True)
@@ -152,8 +160,13 @@ def test_one_sign_on_across_two_real_hubs_members_only(north, browser, client, t
         assert joined.status_code == 302, joined.text[:300]
         assert open_hub(cal, hubs["north-2"]).status_code == 200
         assert open_hub(cal, hubs["north-1"]).status_code == 403  # invited to north-2 only
+        with hub_api("north-2") as api:
+            assert "" in api.get("users/cal").json()["servers"]  # the login started Cal's server
         revoked = client.delete(f"/api/v1/hubs/north-2/members/{person('cal-1').id}", headers=north["operator"])
         assert revoked.status_code in (200, 204), revoked.get_data(as_text=True)
         cal.cookies.delete("jupyterhub-hub-login")  # the hub's own cookie gone: a new hub login
         assert open_hub(cal, hubs["north-2"]).status_code == 403
+    # ... and the worker stopped the server Cal had there.
+    with hub_api("north-2") as api:
+        wait_for(lambda: not api.get("users/cal").json()["servers"], 60, what="Cal's server to stop")
     assert db.session.execute(db.select(Hub.state).where(Hub.slug == "north-1")).scalar_one() == "running"
