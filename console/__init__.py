@@ -3,9 +3,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Flask, jsonify
+from flask import Flask, jsonify, send_from_directory
+from werkzeug.exceptions import NotFound
+from werkzeug.security import safe_join
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where /static/<file> comes from, first match wins: the browser files of the npm packages the console serves (htmx,
+# and uPlot for charts, each from its package's dist folder), then the console's own (the charts' start-up script).
+STATIC_FOLDERS = (ROOT / "node_modules" / "htmx.org" / "dist", ROOT / "node_modules" / "uplot" / "dist",
+                  Path(__file__).resolve().parent / "static")
 
 
 def create_app(test_config: dict | None = None) -> Flask:
@@ -13,8 +19,8 @@ def create_app(test_config: dict | None = None) -> Flask:
     from console import config, crypto, errors, headers, limits, security, views
     from console.extensions import api, csrf, db, login_manager, migrate
 
-    app = Flask(__name__, template_folder=str(ROOT / "templates"),
-                static_folder=str(ROOT / "node_modules" / "htmx.org" / "dist"), static_url_path="/static")
+    app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=None)
+    app.add_url_rule("/static/<path:filename>", endpoint="static", view_func=static_file)
     app.url_map.converters["int"] = limits.IdConverter  # before any route is added
     config.load(app, test_config)
     crypto.load_keys(app)
@@ -41,3 +47,13 @@ def create_app(test_config: dict | None = None) -> Flask:
         return jsonify(status="ok")
 
     return app
+
+
+def static_file(filename: str):
+    """``/static/<filename>`` from the first of ``STATIC_FOLDERS`` that has it (cached like Flask's own static
+    files); 404 when none does."""
+    for folder in STATIC_FOLDERS:
+        found = safe_join(str(folder), filename)  # None for a name that would leave the folder
+        if found and Path(found).is_file():
+            return send_from_directory(folder, filename)
+    raise NotFound()

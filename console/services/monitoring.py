@@ -1,8 +1,10 @@
 """Fleet monitoring: probe sweeps into samples, health by declared rules, alerts to webhooks, charts, retention."""
 from __future__ import annotations
 
+import calendar
 import logging
 from collections import defaultdict
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable
 
@@ -25,6 +27,7 @@ STABLE_AFTER_RESTART = timedelta(minutes=10)  # a restarted hub up this long has
 RAW_RETENTION = timedelta(days=1)
 HOURLY_RETENTION = timedelta(days=30)
 ALERT_KINDS = ("down", "degraded")
+ACTIVE_WINDOW = timedelta(hours=24)  # "active users": active in this long, as JupyterHub's 24h count
 NOT_DELIVERED = "No webhook took this notice yet; it is tried again."
 
 
@@ -128,14 +131,16 @@ def record(hubs: list[Hub], results: dict[int, ProbeResult], now: datetime | Non
     The caller commits.
     """
     now = now or utcnow()
-    samples = [{"hub_id": hub.id, "at": now, "resolution": "raw", "up": 1.0 if result.up else 0.0,
+    probed = {hub.id: result for hub in hubs if (result := results.get(hub.id)) is not None}
+    record_servers(probed, now)
+    count_active_users(probed, now)
+    samples = [{"hub_id": hub_id, "at": now, "resolution": "raw", "up": 1.0 if result.up else 0.0,
                 "duration": result.duration, "running_servers": result.running_servers,
                 "total_users": result.total_users, "active_users": result.active_users.get("24h"),
                 "spawn_success": result.spawn_success, "spawn_failure": result.spawn_failure, "alive": result.alive}
-               for hub in hubs if (result := results.get(hub.id)) is not None]
+               for hub_id, result in probed.items()]
     if samples:  # one statement for all of them, and no object per sample
         db.session.execute(db.insert(HubSample), samples)
-    record_servers({hub.id: result for hub in hubs if (result := results.get(hub.id)) is not None}, now)
     recent = recent_samples([h.id for h in hubs if h.id in results])
     for hub in hubs:
         result = results.get(hub.id)
@@ -182,6 +187,27 @@ def record_servers(results: dict[int, ProbeResult], now: datetime) -> None:
     if updates:
         for keys in {tuple(sorted(row)) for row in updates}:  # one executemany per shape of row
             db.session.execute(db.update(ServerSnapshot), [row for row in updates if tuple(sorted(row)) == keys])
+
+
+def count_active_users(results: dict[int, ProbeResult], now: datetime) -> None:
+    """Set each probed hub's users active in the last 24 hours (``active_users["24h"]``) from what the sweeps saw.
+
+    JupyterHub counts its active users once an hour by default (``PeriodicMetricsCollector.
+    active_users_update_interval``), so a person who has just started working stays uncounted for up to an hour.
+    The server list every sweep reads carries each user's last activity, which ``ServerSnapshot`` keeps after the
+    server stops: the users whose last activity falls in the last 24 hours are counted at every sweep.  Someone
+    active on the hub without a server is known only to JupyterHub's count, so the larger of the two is kept.  A hub
+    whose servers could not be listed keeps JupyterHub's count.  One statement for the whole sweep."""
+    listed = sorted(hub_id for hub_id, result in results.items() if result.servers is not None)
+    if not listed:
+        return
+    counts = dict(db.session.execute(
+        db.select(ServerSnapshot.hub_id, db.func.count()).where(
+            ServerSnapshot.hub_id.in_(listed), ServerSnapshot.last_activity >= now - ACTIVE_WINDOW)
+        .group_by(ServerSnapshot.hub_id)).all())
+    for hub_id in listed:
+        active = results[hub_id].active_users
+        active["24h"] = max(counts.get(hub_id, 0), active.get("24h") or 0)
 
 
 def record_status(hub: Hub, status: HubStatus, now: datetime | None = None) -> None:
@@ -317,24 +343,119 @@ def deliver() -> int:
 # -- charts and retention -------------------------------------------------------------------------------------------
 
 def series(hub_ids: list[int], hours: int = 24, buckets: int = 24) -> dict[int, dict[str, list[float | None]]]:
-    """Per hub, ``buckets`` averages over the last ``hours`` of active users and running servers; one query."""
-    now = utcnow()
-    since = now - timedelta(hours=hours)
+    """Per hub, active users and running servers over the last ``hours`` in ``buckets`` (the fleet list's
+    sparklines): each bucket holds the newest sample taken in it, exactly as measured (an average of one running
+    server's samples would read "0.1"), or None when none was; one query."""
+    since = utcnow() - timedelta(hours=hours)
     width = hours * 3600 / buckets
     rows = db.session.execute(
         db.select(HubSample.hub_id, HubSample.at, HubSample.active_users, HubSample.running_servers)
-        .where(HubSample.hub_id.in_(hub_ids), HubSample.at >= since)).all() if hub_ids else []
-    sums: dict[int, dict[str, list[list[float]]]] = {}
-    for hub_id, at, active, running in rows:
+        .where(HubSample.hub_id.in_(hub_ids), HubSample.at >= since)
+        .order_by(HubSample.at, HubSample.id)).all() if hub_ids else []
+    out: dict[int, dict[str, list[float | None]]] = {}
+    for hub_id, at, active, running in rows:  # oldest first: a bucket ends up with its newest value
         index = min(buckets - 1, int((at - since).total_seconds() // width))
-        per = sums.setdefault(hub_id, {"active": [[] for _ in range(buckets)],
-                                       "running": [[] for _ in range(buckets)]})
+        per = out.setdefault(hub_id, {"active": [None] * buckets, "running": [None] * buckets})
         if active is not None:
-            per["active"][index].append(active)
+            per["active"][index] = active
         if running is not None:
-            per["running"][index].append(running)
-    return {hub_id: {name: [sum(b) / len(b) if b else None for b in values] for name, values in per.items()}
-            for hub_id, per in sums.items()}
+            per["running"][index] = running
+    return out
+
+
+# The hub page's time ranges: (link text, heading, span, bucket).  A chart draws the newest sample of each bucket:
+# every point is a real measurement at its own time, and the newest point is the latest sample.
+CHART_RANGES = {"24h": ("24 h", "last 24 hours", timedelta(hours=24), timedelta(minutes=5)),
+                "7d": ("7 days", "last 7 days", timedelta(days=7), timedelta(hours=1)),
+                "30d": ("30 days", "last 30 days", timedelta(days=30), timedelta(hours=4))}
+DEFAULT_RANGE = "24h"
+
+
+@dataclass(frozen=True)
+class Chart:
+    """One measure of a hub over a time range, as its page draws it and prints it.
+
+    ``points`` are (time, value), oldest first; None as a value marks a gap (no sample for over two buckets or three
+    sweeps, say while the hub was stopped), so no line is drawn across it.  Values are as stored: counts for raw
+    samples, hourly averages for samples older than a day (``compact``).
+    """
+
+    key: str
+    title: str
+    unit: str  # the y axis's unit: "servers", "users", "ms"
+    one: str  # how one of it reads: "running server", "active user"; "" for a measure with a unit ("ms")
+    many: str
+    points: list[tuple[datetime, float | None]]
+
+    @property
+    def values(self) -> list[float]:
+        return [v for _, v in self.points if v is not None]
+
+    @property
+    def latest(self) -> tuple[datetime, float] | None:
+        return next(((at, v) for at, v in reversed(self.points) if v is not None), None)
+
+    def reads(self, value: float) -> str:
+        """``value`` as a phrase: "1 running server", "2.5 running servers", "84 ms"."""
+        number = f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+        if not self.one:
+            return f"{number} {self.many}"
+        return f"{number} {self.one if number == '1' else self.many}"
+
+    def data(self, since: datetime, until: datetime) -> dict[str, Any]:
+        """What the page's chart script draws over ``since``..``until`` (``console/static/charts.js``); times in
+        Unix seconds."""
+        return {"title": self.title, "unit": self.unit, "integer": bool(self.one),
+                "since": _unix(since), "until": _unix(until), "x": [_unix(at) for at, _ in self.points],
+                "y": [None if v is None else round(v, 3) for _, v in self.points]}
+
+
+def _unix(at: datetime) -> int:
+    return calendar.timegm(at.timetuple())  # naive UTC, as stored
+
+
+# (key, title, axis unit, one, many, the sample's column, scale); response time only from probes that got an answer
+# (a backend's word about a hub records a duration of 0, and a failed probe's duration is how long it took to fail).
+_CHARTS = (("running", "Running servers", "servers", "running server", "running servers", "running_servers", 1),
+           ("active", "Active users (last 24 h)", "users", "active user", "active users", "active_users", 1),
+           ("response", "Response time", "ms", "", "ms", "duration", 1000))
+
+
+def chart_range(name: str | None) -> str:
+    """A known range name, else the default (a link with a bad ``range`` still shows the page)."""
+    return name if name in CHART_RANGES else DEFAULT_RANGE
+
+
+def hub_charts(hub: Hub, range_name: str | None = None, now: datetime | None = None) -> dict[str, Any]:
+    """The hub page's charts over one of ``CHART_RANGES`` (an unknown name gets the default): {"range", "label",
+    "since", "until", "charts": [Chart], "ranges": [(name, link text)], "query": the range for a URL's ``range``
+    argument, None for the default}.  One query."""
+    name = chart_range(range_name)
+    _, label, span, width = CHART_RANGES[name]
+    until = now or utcnow()
+    since = until - span
+    gap = max(2 * width, timedelta(seconds=3 * float(current_app.config["PROBE_SECONDS"])))
+    rows = db.session.execute(
+        db.select(HubSample.at, HubSample.up, HubSample.running_servers, HubSample.active_users, HubSample.duration)
+        .where(HubSample.hub_id == hub.id, HubSample.at >= since).order_by(HubSample.at, HubSample.id)).all()
+    charts = []
+    for key, title, unit, one, many, column, scale in _CHARTS:
+        newest: dict[int, tuple[datetime, float]] = {}
+        for row in rows:  # oldest first: each bucket ends up with its newest sample
+            value = getattr(row, column)
+            if column == "duration" and not (row.up and value):
+                continue
+            if value is not None:
+                newest[int((row.at - since) / width)] = (row.at, value * scale)
+        points: list[tuple[datetime, float | None]] = []
+        for at, value in (newest[i] for i in sorted(newest)):
+            if points and at - points[-1][0] > gap:
+                points.append((points[-1][0] + (at - points[-1][0]) / 2, None))
+            points.append((at, value))
+        charts.append(Chart(key, title, unit, one, many, points))
+    return {"range": name, "label": label, "since": since, "until": until, "charts": charts,
+            "ranges": [(key, short) for key, (short, *_) in CHART_RANGES.items()],
+            "query": None if name == DEFAULT_RANGE else name}
 
 
 def compact(now: datetime | None = None) -> None:
