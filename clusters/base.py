@@ -49,6 +49,12 @@ The returned state is stored in the console's database in the clear: it must nev
     True when nothing but the console restarts a hub whose processes died (local processes); False where the
     platform does it (Kubernetes restarts pods itself).
 
+``log_tail(state, lines) -> HubLog``
+    The end of the hub's own log (what JupyterHub wrote), at most ``lines`` lines, oldest first.  Never raises: with
+    nothing to read (never deployed, no pod yet, the platform does not answer) ``HubLog.lines`` is empty and
+    ``reason`` says why.  Reads a bounded amount (the log's last :data:`LOG_TAIL_BYTES`), never asks the hub itself.
+    Values only the backend knows (the tokens it gave the hub) are blanked; the caller blanks the spec's secrets.
+
 ``api_url(state)`` / ``api_token(state, purpose)``
     Where and how to reach the hub's REST API (``/hub/api/``); ``None`` when unknown.  ``purpose`` "probe" gives a
     read-only token; "check" one that may create a test user and start and stop its server.
@@ -103,6 +109,21 @@ class HubStatus:
     reason: str = ""  # a short machine word for why (UpgradeFailed, ImagePullBackOff, ...)
 
 
+# How much of a hub's log ``log_tail`` reads at most: a hub that ran for months has a long one.
+LOG_TAIL_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True)
+class HubLog:
+    """The end of a hub's log: ``lines`` oldest first; ``reason`` why there are none, or which run of the hub they
+    come from when it is not the current one; ``source`` where they were read (a file's path, a pod's name), for
+    operators."""
+
+    lines: list[str] = field(default_factory=list)
+    reason: str = ""
+    source: str = ""
+
+
 def merge_secrets(config: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
     """``config`` with ``secrets`` (same shape, secret leaves only) merged in; pure."""
     merged = dict(config)
@@ -143,6 +164,8 @@ class Backend(Protocol):
     def status(self, state: dict) -> HubStatus: ...
 
     def alive(self, state: dict) -> bool | None: ...
+
+    def log_tail(self, state: dict, lines: int = 200) -> HubLog: ...
 
     def api_url(self, state: dict) -> str | None: ...
 

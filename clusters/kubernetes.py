@@ -38,7 +38,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import ConfigException, new_client_from_config_dict
 
-from clusters.base import BackendError, HubSpec, HubStatus, Log, register
+from clusters.base import LOG_TAIL_BYTES, BackendError, HubLog, HubSpec, HubStatus, Log, register
 from clusters.k8s_manifests import MANAGED_BY, SYSTEM_NAMESPACE, Z2JH_REPOSITORY, hub_objects, masked
 from clusters.k8s_status import classify_helmrelease, classify_runtime, hub_status
 
@@ -98,6 +98,9 @@ KINDS = {kind.kind: kind for kind in (
     Kind("helm.toolkit.fluxcd.io/v2", "HelmRelease", "helmreleases", True),
 )}
 HELMRELEASE = KINDS["HelmRelease"]
+POD = KINDS["Pod"]
+# The chart's labels on the hub's pod (KubeSpawner's user pods say component=singleuser-server).
+HUB_POD_SELECTOR = "app=jupyterhub,component=hub"
 DEPLOYMENT = KINDS["Deployment"]
 NAMESPACE = KINDS["Namespace"]
 # What status() reads in a hub's namespace besides its HelmRelease, with the selector that picks the chart's objects.
@@ -187,6 +190,15 @@ def namespace_of(obj: dict) -> str:
     return (obj.get("metadata") or {}).get("namespace", "")
 
 
+def hub_pod(pods: list[dict]) -> dict:
+    """The pod whose log is the hub's: a running one that is not being deleted first, then the newest."""
+    def rank(pod: dict) -> tuple:
+        meta, status = pod.get("metadata") or {}, pod.get("status") or {}
+        return (status.get("phase") == "Running" and not meta.get("deletionTimestamp"),
+                meta.get("creationTimestamp") or "")
+    return max(pods, key=rank)
+
+
 def deployed(state: dict) -> bool:
     """Whether ``state`` names a HelmRelease (a hub never deployed has an empty state)."""
     return bool(state.get("namespace") and state.get("release"))
@@ -256,12 +268,13 @@ class KubernetesBackend:
         self.close()
 
     def _request(self, method: str, path: str, what: str, query: dict | None = None, body: Any = None,
-                 content_type: str | None = None) -> dict | None:
-        """One API request; the parsed JSON answer.  ``what`` names the object for error messages ("HelmRelease
-        hub-42/hub-42").  Raises :class:`NotFound` on 404, :class:`Unreachable` when the API does not answer and
-        :class:`BackendError` on any other error, with the API's message and never a credential."""
+                 content_type: str | None = None, as_text: bool = False) -> Any:
+        """One API request; the parsed JSON answer (with ``as_text``: the answer as text, for a pod's log).  ``what``
+        names the object for error messages ("HelmRelease hub-42/hub-42").  Raises :class:`NotFound` on 404,
+        :class:`Unreachable` when the API does not answer and :class:`BackendError` on any other error, with the
+        API's message and never a credential."""
         client = self.client
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": "*/*" if as_text else "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
         request = client.param_serialize(method=method, resource_path=path, query_params=list((query or {}).items()),
@@ -274,11 +287,13 @@ class KubernetesBackend:
             raise Unreachable(f"the cluster's API does not answer: {type(reason).__name__}: {reason}"[:300]) from None
         except ApiException as exc:  # the client reports TLS failures this way, with status 0
             raise Unreachable(f"the cluster's API does not answer: {(exc.reason or '').strip()[:300]}") from None
-        text = data.decode("utf-8", "replace") if data else ""
+        answer = data.decode("utf-8", "replace") if data else ""
         if not 200 <= response.status <= 299:
-            message = f"{method} {what}: HTTP {response.status} {api_message(text, response.reason)}".strip()
+            message = f"{method} {what}: HTTP {response.status} {api_message(answer, response.reason)}".strip()
             raise (NotFound if response.status == 404 else BackendError)(message)
-        return json.loads(text) if text else None
+        if as_text:
+            return answer
+        return json.loads(answer) if answer else None
 
     def _apply(self, obj: dict) -> dict:
         """Server-side apply ``obj`` (created or updated), as field manager ``hubfleet`` taking every field it sets."""
@@ -486,6 +501,44 @@ class KubernetesBackend:
 
     def alive(self, state: dict) -> bool | None:
         return None  # the platform restarts pods; nothing cheap to look at
+
+    def log_tail(self, state: dict, lines: int = 200) -> HubLog:
+        """The end of the hub pod's log, from the API (``GET .../pods/POD/log?tailLines=N``); never raises.
+
+        When the hub's container has restarted and is not running now (CrashLoopBackOff), the log of its previous run
+        is the one that says why: that one is read (``previous=true``), and ``reason`` says so.  ``tailLines`` bounds
+        what the API sends; ``limitBytes`` is not used, since it keeps the *first* bytes of the tail and would cut off
+        the newest lines.  What comes is cut to its last :data:`LOG_TAIL_BYTES` here."""
+        if not deployed(state):
+            return HubLog(reason="the hub was never deployed, so it has no log yet")
+        namespace = state["namespace"]
+        try:
+            pods = self._list(POD, namespace, labelSelector=HUB_POD_SELECTOR)
+            if not pods:
+                return HubLog(reason=f"the hub has no pod in namespace {namespace} yet")
+            pod = hub_pod(pods)
+            name = pod["metadata"]["name"]
+            query: dict[str, Any] = {"tailLines": max(lines, 1)}
+            containers = [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+            if len(containers) > 1 and "hub" in containers:  # the API wants a container named when there are more
+                query["container"] = "hub"
+            statuses = {c.get("name"): c for c in (pod.get("status") or {}).get("containerStatuses") or []}
+            container = statuses.get("hub") or next(iter(statuses.values()), {})
+            restarts = container.get("restartCount") or 0
+            previous = restarts > 0 and "running" not in (container.get("state") or {})
+            if previous:
+                query["previous"] = "true"
+            answer = self._request("GET", f"{POD.path(namespace, name)}/log", f"the log of Pod {namespace}/{name}",
+                                   query=query, as_text=True)
+        except BackendError as exc:
+            return HubLog(reason=f"the hub's log cannot be read: {exc}")
+        source = f"Pod {namespace}/{name}" + (" (previous run)" if previous else "")
+        recent = answer[-LOG_TAIL_BYTES:].splitlines()[len(answer) > LOG_TAIL_BYTES:]  # a cut first line dropped
+        tail = recent[-lines:] if lines > 0 else []
+        if previous:
+            return HubLog(lines=tail, source=source, reason=f"the hub's container is not running (restarted {restarts} "
+                                                            f"times): these lines are from its last run")
+        return HubLog(lines=tail, reason="" if tail else "the hub's pod has logged nothing yet", source=source)
 
     def api_url(self, state: dict) -> str | None:
         return f"{state['url']}hub/api/" if state.get("url") else None

@@ -40,7 +40,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from clusters.base import BackendError, HubSpec, HubStatus, Log, register
+from clusters.base import LOG_TAIL_BYTES, BackendError, HubLog, HubSpec, HubStatus, Log, register
 from clusters.environments import EnvironmentSetupError, python_for, unreachable
 from clusters.synthetic import CHECK_USER
 from clusters.local_files import write_hub_config
@@ -123,6 +123,23 @@ def remove_account(entry: pwd.struct_passwd, log: Log) -> None:
     if done.returncode not in (0, 12):  # 12: its home was gone already
         raise BackendError(f"could not remove the system account {entry.pw_name}: {done.stderr.strip()[:300]}")
     log(f"removed the system account {entry.pw_name} and its home")
+
+
+def read_end(path: Path, limit: int = LOG_TAIL_BYTES) -> list[str]:
+    """The lines in the last ``limit`` bytes of the file at ``path`` (the first one dropped when the read began in
+    the middle of a line).  Seeks from the end, so a log of any size costs the same.  Raises ``OSError``."""
+    with open(path, "rb") as file:
+        start = max(0, file.seek(0, os.SEEK_END) - limit)
+        file.seek(start)
+        lines = file.read().decode(errors="replace").splitlines()
+    return lines[1:] if start else lines
+
+
+def blank(text: str, secrets: list[str]) -> str:
+    """``text`` with every one of ``secrets`` replaced by asterisks (give the longest first)."""
+    for secret in secrets:
+        text = text.replace(secret, "********")
+    return text
 
 
 def _private_dir(path: Path) -> None:
@@ -412,7 +429,9 @@ class LocalBackend:
                 umask=0o077,  # what JupyterHub writes (its database, cookie secret) is its own
                 start_new_session=True)  # its own process group: a console exit or Ctrl-C does not reach it
         _children[str(hub_dir)] = proc
-        log(f"started JupyterHub (pid {proc.pid}) on {self.ip}:{ports['public']}, log {hub_dir / 'hub.log'}")
+        # The log's place is not printed: the hub's page shows the log itself (``log_tail``), and its path only to
+        # operators.
+        log(f"started JupyterHub (pid {proc.pid}) on {self.ip}:{ports['public']}")
         log(ACCOUNTS if self.accounts else SINGLE_USER)
         return self._state(hub_dir, ports, proc.pid)
 
@@ -520,18 +539,33 @@ class LocalBackend:
         secret of its settings blanked out (it goes into operation logs and hub pages).  Reads the last 64 KiB only:
         a hub that ran for months has a long log."""
         try:
-            with open(hub_dir / "hub.log", "rb") as log:
-                log.seek(max(0, log.seek(0, os.SEEK_END) - 65536))
-                recent = log.read().decode(errors="replace").splitlines()
+            recent = read_end(hub_dir / "hub.log")
         except (OSError, TypeError):
             return ""
         error = next((line.strip() for line in reversed(recent[-40:]) if ERROR_LINE.match(line)), "")
-        tail = recent[-lines:]
-        for secret in self._secrets(hub_dir):
-            tail = [line.replace(secret, "********") for line in tail]
-            error = error.replace(secret, "********")
+        secrets = sorted(self._secrets(hub_dir), key=len, reverse=True)
+        tail = [blank(line, secrets) for line in recent[-lines:]]
+        error = blank(error, secrets)
         tail = [line[:300] for line in tail]  # cut after blanking, so no part of a secret shows; a line may be long
         return (f": {error[:300]}" if error else "") + ("; last lines of its log:\n" + "\n".join(tail) if tail else "")
+
+    def log_tail(self, state: dict, lines: int = 200) -> HubLog:
+        """The end of the hub's ``hub.log`` (JupyterHub's and its proxy's output), the secrets of its settings
+        (client secrets, the console's service tokens) blanked; never raises."""
+        hub_dir = self._dir_of(state)
+        if hub_dir is None:
+            return HubLog(reason="the hub was never deployed, so it has no log yet")
+        path = hub_dir / "hub.log"
+        try:
+            recent = read_end(path)
+        except FileNotFoundError:
+            return HubLog(reason="JupyterHub has not been started yet, so there is no log", source=str(path))
+        except OSError as exc:
+            return HubLog(reason=f"the hub's log cannot be read: {exc.strerror or type(exc).__name__}",
+                          source=str(path))
+        secrets = sorted(self._secrets(hub_dir), key=len, reverse=True)
+        tail = [blank(line, secrets) for line in (recent[-lines:] if lines > 0 else [])]
+        return HubLog(lines=tail, reason="" if tail else "the hub's log is empty", source=str(path))
 
     @staticmethod
     def _secrets(hub_dir: Path) -> set[str]:

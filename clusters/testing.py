@@ -21,8 +21,10 @@ import time
 # Hubs of the fakes that a test declared dead (``FakeBackend.kill``), by slug: alive() answers False for them
 # until their next deploy, as a killed local hub's process table would.
 _killed: set[str] = set()
+# Lines a test made the fakes' hubs write to their logs (``FakeBackend.write_log``), by slug; gone with the hub.
+_logs: dict[str, list[str]] = {}
 
-from clusters.base import BackendError, HubSpec, HubStatus, Log, register
+from clusters.base import BackendError, HubLog, HubSpec, HubStatus, Log, register
 
 
 @register("fake")
@@ -42,6 +44,11 @@ class FakeBackend:
     def kill(slug: str) -> None:
         """Make the hub ``slug`` look as if its processes died (tests of supervision)."""
         _killed.add(slug)
+
+    @staticmethod
+    def write_log(slug: str, *lines: str) -> None:
+        """Append ``lines`` to the log of the hub ``slug``, as if the hub had written them (tests of log views)."""
+        _logs.setdefault(slug, []).extend(lines)
 
     @staticmethod
     def fingerprint(spec: HubSpec) -> str:
@@ -79,6 +86,7 @@ class FakeBackend:
 
     def remove(self, state: dict, log: Log) -> None:
         _killed.add(state.get("slug"))  # gone until deployed again
+        _logs.pop(state.get("slug"), None)
         log("removed")
 
     def status(self, state: dict) -> HubStatus:
@@ -89,6 +97,14 @@ class FakeBackend:
 
     def alive(self, state: dict) -> bool | None:
         return bool(state.get("deployed")) and state.get("slug") not in _killed
+
+    def log_tail(self, state: dict, lines: int = 200) -> HubLog:
+        if not state.get("deployed"):
+            return HubLog(reason="the hub was never deployed, so it has no log yet")
+        written = [f"[I JupyterHub app] Running JupyterHub version {state.get('version', 'fake')}",
+                   f"[I JupyterHub app] JupyterHub is now running at {state['url']}",
+                   *_logs.get(state["slug"], [])]
+        return HubLog(lines=written[-lines:] if lines > 0 else [], source=f"fake log of {state['slug']}")
 
     def api_url(self, state: dict) -> str | None:
         return state["url"] + "hub/api/" if self.reachable and state.get("url") else None

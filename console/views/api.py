@@ -16,6 +16,7 @@ from console.services import hubs as hub_service
 from console.services import institutions as institution_service
 from console.services import operations as operation_service
 from console.services import tokens as token_service
+from console.services import troubleshooting
 from console.status import hub_status
 
 blp = Blueprint("api", __name__, url_prefix="/api/v1", description="Hubs and their operations")
@@ -720,3 +721,20 @@ class InstitutionIdpView(MethodView):
     def delete(self, slug):
         """Remove it (operators); its people keep their accounts and logins. Removing none is no error."""
         identities.remove(g.user, scope.get_institution(g.user, slug, "idp.set"))
+
+
+class HubLogSchema(Schema):
+    lines = fields.List(fields.String(), metadata={
+        "description": "the end of the hub's log, oldest first; secret values blanked, and server paths for "
+                       "institution admins"})
+    reason = fields.String(metadata={"description": "why there are no lines (never deployed, no pod yet, ...)"})
+    source = fields.String(metadata={"description": "where the lines were read (operators; empty otherwise)"})
+
+
+@blp.route("/hubs/<slug>/log")
+class HubLogView(MethodView):
+    @requires("hub.view")
+    @blp.response(200, HubLogSchema)
+    def get(self, slug):
+        """The end of the hub's own log (its last 200 lines), as the hub page shows it."""
+        return troubleshooting.hub_log(g.user, scope.get_hub(g.user, slug, "hub.view"))

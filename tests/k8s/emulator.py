@@ -20,8 +20,11 @@ kmock 0.8 gets fifteen things wrong that the backend relies on (§8.5); :class:`
 13. a namespaced write into a namespace that does not exist answers 404 (403 while it terminates);
 14. ``/status`` changes only ``status``, and the main endpoint ignores ``status``;
 15. create, PUT, server-side apply and patches are validated (``tests.k8s.schemas.validate``) and refused with 422.
-Also: ``apiVersion``/``kind`` default from the URL; deleting a Namespace deletes what is in it; deleting an object
-with finalizers only sets ``deletionTimestamp``, and removing the last finalizer then deletes it.
+Also: ``apiVersion``/``kind`` default from the URL; ``GET .../pods/NAME/log`` answers the text a test gave
+(:meth:`Emulator.set_log`, ``previous=true`` its previous run's) as ``text/plain``, cut to ``tailLines`` (404 for a
+pod that does not exist); deleting a
+Namespace deletes what is in it; deleting an object with finalizers only sets ``deletionTimestamp``, and removing the
+last finalizer then deletes it.
 
 Still simplified: patches merge naively (lists replaced, no managedFields, no apply conflicts); watch ignores
 ``labelSelector``, ``timeoutSeconds`` and ``resourceVersion``; no admission (quota, PodSecurity); every object gets
@@ -280,6 +283,8 @@ class FidelityEmulator(kmock.KubernetesEmulator):
     latency: float = 0.0  # seconds every request waits before it is served
     _counter: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     _outcomes: dict[int, rendering.Response] = attrs.field(factory=dict, init=False)
+    # (namespace, pod, previous run) -> log text
+    pod_logs: dict[tuple[str, str, bool], str] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -632,9 +637,20 @@ class FidelityEmulator(kmock.KubernetesEmulator):
         async with self._lock:
             info = self.info(request.resource)
             obj = self.live((request.resource, request.namespace if info.namespaced else None, request.name))
+        if obj is not None and request.subresource == "log" and info.kind == "Pod":
+            return self._serve_log(request)
         if obj is None or request.subresource not in (None, "status"):
             raise not_found(request.resource, request.name)
         return copy.deepcopy(obj)
+
+    def _serve_log(self, request: rendering.Request) -> rendering.Response:
+        """A pod's log as the kubelet gives it: plain text, its last ``tailLines`` lines."""
+        previous = request.params.get("previous") == "true"
+        lines = self.pod_logs.get((request.namespace, request.name, previous), "").splitlines(keepends=True)
+        tail = request.params.get("tailLines")
+        if tail is not None:
+            lines = lines[-int(tail):] if int(tail) > 0 else []
+        return rendering.Response(payload="".join(lines).encode(), headers={"Content-Type": "text/plain"})
 
     async def _serve_list(self, request: rendering.Request) -> rendering.Payload:
         """A ``<Kind>List`` filtered by namespace, labelSelector and fieldSelector."""
@@ -836,6 +852,11 @@ class Emulator:
             self.api.sweep_namespaces(events)  # the last finalizer gone may end a Terminating namespace
             return updated
         return self._locked(patch)
+
+    def set_log(self, namespace: str, pod: str, text: str, previous: bool = False) -> None:
+        """What ``GET /api/v1/namespaces/NAMESPACE/pods/POD/log`` answers from now on (with ``previous``: for
+        ``previous=true``, the container's run before the last restart); the pod itself is not made."""
+        self._locked(lambda events: self.api.pod_logs.__setitem__((namespace, pod, previous), text))
 
     def delete(self, kind: str, name: str, namespace: str | None = None) -> None:
         """Delete an object as the API would (finalizers and Namespace content included)."""
