@@ -1,6 +1,9 @@
-from flask import Blueprint, current_app, flash, g, redirect, render_template, request, url_for
+import hashlib
+
+from flask import Blueprint, current_app, flash, g, make_response, redirect, render_template, request, url_for
+from markupsafe import Markup
 from tenants.auth import login_label
-from werkzeug.exceptions import NotFound, TooManyRequests
+from werkzeug.exceptions import BadRequest, NotFound, TooManyRequests
 
 from console import htmx, status
 from console.errors import shown
@@ -8,10 +11,12 @@ from console.extensions import db
 from console.permissions import can, requires
 from console.services import FieldErrors, history, scope
 from console.services import config as config_service
+from console.services import fleet as fleet_service
 from console.services import monitoring
 from console.services import hubs as hub_service
 from console.services import memberships as membership_service
 from console.services import operations
+from console.services import troubleshooting
 
 bp = Blueprint("fleet", __name__)
 bp.add_app_template_global(login_label, "auth_label")  # how pages name a login, "closed" included
@@ -28,10 +33,38 @@ def hub_status(hub, op=None) -> status.Status:
 @bp.get("/")
 @requires("hub.view")
 def index():
-    hubs = hub_service.list_hubs(g.user)
-    ids = [hub.id for hub in hubs]
-    return htmx.render("fleet/index.html", "fleet/_hubs.html", hubs=hubs, charts=monitoring.series(ids),
-                       current_ops=operations.current_by_hub(ids))
+    """The fleet: counts by status, search, filters, sorting and one page of hubs (``services.fleet``).  Its table
+    polls itself with the same query and, while nothing it shows has changed, is answered 204 (htmx keeps it)."""
+    try:
+        query = fleet_service.parse_query(request.args)
+    except fleet_service.BadQuery as exc:
+        raise BadRequest(str(exc)) from None
+    found = fleet_service.overview(g.user, query)
+    ids = [hub.id for hub in found.hubs]
+    table, etag = _fingerprinted("fleet/_overview.html", overview=found, hubs=found.hubs,
+                                 charts=monitoring.series(ids), current_ops=operations.current_by_hub(ids))
+    if htmx.wants_fragment():
+        response = make_response(("", 204) if etag in request.if_none_match else table)
+        response.set_etag(etag)
+    else:
+        response = make_response(render_template("fleet/index.html", overview=found, table=table,
+                                                 statuses=fleet_service.STATUS_CHOICES,
+                                                 choices=fleet_service.filter_choices(g.user)))
+    response.vary.add("HX-Request")
+    return response
+
+
+_ETAG_SLOT = Markup("<etag/>")  # escaped wherever data could hold it, so only the template's own slot is raw
+
+
+def _fingerprinted(template: str, **context) -> tuple[Markup, str]:
+    """``template`` rendered, and a digest of everything it shows: the ETag its next poll sends back as
+    If-None-Match (``hx-headers`` on its root, where ``etag`` goes).  The digest is taken with a placeholder in that
+    slot, since the fragment cannot hold a digest of itself.  A 304 would not do for htmx, which swaps in its empty
+    body; a 204 it leaves alone."""
+    html = render_template(template, etag=_ETAG_SLOT, **context)
+    etag = hashlib.blake2b(html.encode(), digest_size=16).hexdigest()
+    return Markup(html.replace(_ETAG_SLOT, etag, 1)), etag
 
 
 def gone(found: history.Gone, back_url: str, back_label: str):
@@ -80,7 +113,7 @@ def hub(slug):
     return htmx.render("fleet/hub.html", "fleet/_hub.html", hub=found, operations=ops,
                        latest=ops[0] if ops else None,
                        current_op=operations.current_by_hub([found.id]).get(found.id),
-                       chart=monitoring.series([found.id], buckets=48).get(found.id, {}),
+                       charts=monitoring.hub_charts(found, request.args.get("range")),
                        login_label=login_label(auth_class),
                        **(membership_service.hub_section(found) if can(g.user, "user.invite", found) else {}))
 
@@ -147,3 +180,19 @@ def operation(operation_id):
     # The panel stops polling once the operation ends; the page around it (hub state, health) reloads then.
     return htmx.render("fleet/operation.html", "fleet/_operation.html", refresh_page=op.terminal, op=op,
                        lines=operations.log_lines(op))
+
+
+@bp.app_template_global("hub_troubleshooting")
+def hub_troubleshooting(hub) -> troubleshooting.Overview:
+    """The hub page's Troubleshooting section for templates: running servers as last seen, the hub's admin page."""
+    return troubleshooting.overview(hub)
+
+
+@bp.get("/hubs/<slug>/log")
+@requires("hub.view")
+def hub_log(slug):
+    """The end of the hub's log, secrets blanked (and server paths, for institution admins): the fragment the hub
+    page loads into its Troubleshooting section, or a page of its own."""
+    found = scope.get_hub(g.user, slug, "hub.view")
+    return htmx.render("fleet/hub_log.html", "fleet/_hub_log.html", hub=found,
+                       log=troubleshooting.hub_log(g.user, found))
