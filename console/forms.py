@@ -64,10 +64,18 @@ def parse_config_form(form: MultiDict) -> tuple[dict, dict, dict[str, str]]:
     return auth, environment, secrets
 
 
+# What a switch of authenticator keeps: who may log in and who administers the hub, when the new kind has the field.
+# Everything else (allow_all above all, client ids, URLs, scopes, claims) belongs to one provider and starts over.
+CARRIED_ON_SWITCH = ("allowed_users", "admin_users", "allowed_groups", "admin_groups", "manage_groups")
+
+
 def carry_over(auth: dict[str, Any], new_class: str) -> dict[str, Any]:
-    """When the admin switches authenticator, keep the fields the new one also has (allowed users, admins...)."""
+    """The form's fields after the admin switches to ``new_class``: that kind's own defaults, plus the lists of who
+    may log in (:data:`CARRIED_ON_SWITCH`) that it shares with the old one.  "Allow everyone" is never carried: it
+    would silently open the new login to everyone its provider authenticates."""
     kind = KINDS.get(new_class)
     if kind is None:
         return {"authenticator_class": new_class}
-    return {"authenticator_class": new_class,
-            **{k: v for k, v in auth.items() if kind.field(k) is not None and k not in SECRET_FIELDS}}
+    defaults = {f.name: f.default for f in kind.fields if f.default is not None and not f.secret}
+    kept = {k: v for k, v in auth.items() if k in CARRIED_ON_SWITCH and kind.field(k) is not None}
+    return {"authenticator_class": new_class, **defaults, **kept}

@@ -29,7 +29,7 @@ from console.services.tokens import new_api_token  # noqa: F401 (test fixtures m
 # the login form, an institution login and its return, the health check, an invitation link's page
 # and the OpenID provider's endpoints hubs call (console/views/oidc.py)
 PUBLIC_ENDPOINTS = frozenset({"auth.login", "auth.idp_login", "auth.idp_callback", "healthz", "people.invitation",
-                              "oidc.discovery", "oidc.jwks", "oidc.token", "oidc.userinfo"})
+                              "oidc.discovery", "oidc.jwks", "oidc.token", "oidc.userinfo", "favicon"})
 SESSION_KEY = "hubfleet_session"  # the key of the session's row, inside Flask's signed cookie
 ANY_TOKEN_ENDPOINTS = frozenset({"api-docs.openapi_json"})  # the API's description: any live token reads it
 

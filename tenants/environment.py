@@ -52,7 +52,8 @@ def _resources(data: dict[str, Any], policy: dict[str, Any], errors: dict[str, s
             try:
                 clean[key] = as_number(data[key], minimum=0.01)
                 if clean[key] > policy["max_cpu"]:
-                    raise Invalid(f"At most {policy['max_cpu']:g} CPUs per user (the operator's policy).")
+                    raise Invalid(f"At most {policy['max_cpu']:g} CPU{'' if policy['max_cpu'] == 1 else 's'} per user "
+                                  f"(the operator's policy).")
             except Invalid as exc:
                 errors[prefix + key] = str(exc)
     for key in ("mem_guarantee", "mem_limit"):

@@ -19,6 +19,10 @@ from tenants.auth import (FEDERATED_CLASS, FEDERATED_SOURCE, FIRST_ADMIN_CLASS, 
 from tenants.environment import split_image
 
 MASK = "********"
+# What a local hub does not apply, named for people: its users' servers are processes, not containers (see
+# ``render_local``), so nothing gives them an image, a guarantee, a GPU, a volume or a choice of profile.
+LOCAL_UNAPPLIED = {"image": "default image", "cpu_guarantee": "CPU guarantee", "mem_guarantee": "memory guarantee",
+                   "gpus": "GPUs", "storage_capacity": "home storage", "profiles": "profiles"}
 # Login classes of our own, by the name a rendered config gives them: (extraConfig key, source file, class).
 OWN_AUTHENTICATORS = {FIRST_ADMIN_CLASS: ("hubfleet-first-admin", FIRST_ADMIN_SOURCE, "FirstAdminAuthenticator"),
                       FEDERATED_CLASS: ("hubfleet-federated", FEDERATED_SOURCE, "FederatedAuthenticator")}
@@ -46,6 +50,14 @@ def render_local(config: dict[str, Any], secrets: dict[str, str], hub_url: str |
             "name": "idle-culler", "services": ["idle-culler"],
             "scopes": ["list:users", "read:users:activity", "read:servers", "delete:servers"]}]
     return sections
+
+
+def unapplied(target: str, environment: dict[str, Any]) -> list[str]:
+    """The settings of ``environment`` that a hub rendered for ``target`` does not apply, as people name them; empty
+    for Kubernetes (z2jh), which applies them all.  Pure."""
+    if target != "local":
+        return []
+    return [label for key, label in LOCAL_UNAPPLIED.items() if environment.get(key)]
 
 
 def _resources(source: dict[str, Any]) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 """Clusters: provisioned with Terraform through the wizard, plan review and approval, or registered by kubeconfig."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +51,87 @@ def runner_for(cluster: Cluster) -> TerraformRunner:
                            terraform_bin=current_app.config["TERRAFORM_BIN"])
 
 
+def _blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def wizard_defaults(provider: str) -> dict[str, Any]:
+    """The values the wizard starts ``provider``'s form with: its fields' defaults, and for a local cluster the
+    console's configured port range (``LOCAL_PORT_RANGE``) rather than the module's own default."""
+    found = providers.PROVIDERS.get(provider)
+    defaults = {f.name: f.default for f in found.fields} if found else {}
+    if provider == "local":
+        defaults["port_first"], defaults["port_last"] = current_app.config["LOCAL_PORT_RANGE"]
+    return defaults
+
+
 def _defaults(provider: str, name: str, raw: dict[str, Any]) -> dict[str, Any]:
     raw = dict(raw)
-    if provider == "local" and not str(raw.get("data_dir") or "").strip() and name:
+    if provider == "local" and _blank(raw.get("data_dir")) and name:
         raw["data_dir"] = str(Path(current_app.config["DATA_DIR"]) / "clusters" / name)
+    if provider == "local":
+        first, last = current_app.config["LOCAL_PORT_RANGE"]
+        raw.update({k: v for k, v in (("port_first", first), ("port_last", last)) if _blank(raw.get(k))})
     return raw
+
+
+class _Parsed(dict):
+    """Fields that parsed, for a cross-field rule: one that needs a field missing here (wrong itself) raises
+    KeyError, even through ``get``, so the rule is skipped rather than judged against a default."""
+
+    def get(self, key, default=None):
+        return self[key]
+
+
+def _every_error(provider: str, raw: dict[str, Any], errors: dict[str, str]) -> dict[str, str]:
+    """``errors`` from :func:`infra.providers.validate` (the fields' own errors) plus what it leaves for a later
+    submit: the provider's cross-field rules over the fields that did parse, so one answer names every problem."""
+    found = providers.PROVIDERS.get(provider)
+    if found is None:
+        return errors
+    parsed = _Parsed()
+    for wizard_field in found.fields:
+        try:
+            parsed[wizard_field.name] = wizard_field.parse(raw.get(wizard_field.name))
+        except providers.FieldError:
+            pass
+    more: dict[str, str] = {}
+    for check in found.checks:
+        try:
+            more.update(check(parsed))
+        except KeyError:
+            pass
+    more.update(_conflicts(provider, dict(parsed)))
+    return {**more, **errors}
+
+
+def _port_range(cluster: Cluster) -> tuple[int, int] | None:
+    """The ports a local cluster's hubs take: from its settings once applied, else from its variables."""
+    ports = (cluster.settings or {}).get("port_range")
+    if not ports and (cluster.variables or {}).get("port_first") is not None:
+        ports = [cluster.variables["port_first"], cluster.variables.get("port_last", cluster.variables["port_first"])]
+    return (int(ports[0]), int(ports[1])) if ports else None
+
+
+def _conflicts(provider: str, values: dict[str, Any], cluster: Cluster | None = None) -> dict[str, str]:
+    """What the new values clash with among the other clusters: a taken name (for a new cluster) and, for a local
+    one, a port range that overlaps another local cluster's (two hubs would be given the same ports)."""
+    errors = {}
+    if cluster is None and values.get("name") and db.session.execute(
+            db.select(Cluster.id).filter_by(name=values["name"])).first():
+        errors["name"] = f"A cluster named {values['name']!r} already exists."
+    if provider == "local" and "port_first" in values and "port_last" in values:
+        first, last = values["port_first"], values["port_last"]
+        others = db.session.execute(db.select(Cluster).where(
+            Cluster.backend == "local", Cluster.state != "destroyed",
+            *([Cluster.id != cluster.id] if cluster is not None else []))).scalars()
+        for other in others:
+            ports = _port_range(other)
+            if ports and first <= ports[1] and ports[0] <= last:
+                errors["port_first"] = (f"Ports {first} to {last} overlap those of local cluster {other.name} "
+                                        f"({ports[0]} to {ports[1]}); choose a range outside it.")
+                break
+    return errors
 
 
 def provision(user: User, provider: str | None, raw: dict[str, Any], credentials: dict[str, str] | None = None
@@ -65,9 +142,9 @@ def provision(user: User, provider: str | None, raw: dict[str, Any], credentials
     """
     require(user, "cluster.manage")
     name = str(raw.get("name") or "").strip()
-    values, env, errors = providers.validate(provider or "", _defaults(provider or "", name, raw), credentials)
-    if not errors and db.session.execute(db.select(Cluster.id).filter_by(name=values["name"])).first():
-        errors["name"] = f"A cluster named {values['name']!r} already exists."
+    raw = _defaults(provider or "", name, raw)
+    values, env, errors = providers.validate(provider or "", raw, credentials)
+    errors = _every_error(provider or "", raw, errors) if errors else _conflicts(provider or "", values)
     if errors:
         raise FieldErrors(errors)
     cluster = Cluster(name=values["name"], provider=provider, backend="local" if provider == "local" else "kubernetes",
@@ -90,6 +167,7 @@ def replan(user: User, cluster: Cluster, raw: dict[str, Any], credentials: dict[
     stored = decrypt_json(cluster.credentials)
     typed = {c.name: (credentials or {}).get(c.name) or "" for c in providers.PROVIDERS[cluster.provider].credentials}
     values, env, errors = providers.validate(cluster.provider, raw, typed, require_credentials=False)
+    errors = errors or _conflicts(cluster.provider, values, cluster)
     if errors:
         raise FieldErrors(errors)
     cluster.variables = values
@@ -138,13 +216,17 @@ def live_hubs_on(cluster: Cluster) -> list[str]:
 
 
 def destroy(user: User, cluster: Cluster, confirm: str | None) -> Operation:
-    """Queue the destruction of a cluster (a registered one is forgotten at once: nothing of ours runs it).
+    """Queue the destruction of a cluster (a registered one, or one never applied, is forgotten at once: nothing of
+    ours runs it, or nothing was created).
 
     Raises FieldErrors unless ``confirm`` is its name or while hubs run on it, Conflict (with the lifecycle's
     sentence) when it cannot be destroyed now (being planned, applied or destroyed already).  Commits.
     """
     require(user, "cluster.manage")
     registered = cluster.provider is None or cluster.state == "registered"
+    # nothing was ever created for a cluster never applied (its first plan failed, or was never approved): there is
+    # nothing for Terraform to destroy, and no state to destroy it from, so it is forgotten at once
+    nothing_created = not registered and cluster.state in ("failed", "planned") and not _ever_applied(cluster)
     event = "destroyed" if registered else "destroy"
     if not may(cluster, event):
         raise Conflict(CLUSTER.refusal(cluster.state, event))
@@ -152,17 +234,29 @@ def destroy(user: User, cluster: Cluster, confirm: str | None) -> Operation:
         raise FieldErrors({"confirm": f"Type the cluster's name, {cluster.name}, to confirm."})
     hubs = live_hubs_on(cluster)
     if hubs:
-        raise FieldErrors({"confirm": f"{len(hubs)} hub(s) still run on {cluster.name} ({', '.join(hubs[:5])}). "
+        raise FieldErrors({"confirm": f"{len(hubs)} {'hub still runs' if len(hubs) == 1 else 'hubs still run'} on {cluster.name} ({', '.join(hubs[:5])}). "
                                       f"Delete them first."})
     _request(cluster, event)
     if registered:
         audit(user.email, "cluster.forget", cluster.name)
+        op = None
+    elif nothing_created:
+        transition(cluster, "destroyed")
+        shutil.rmtree(runner_for(cluster).dir, ignore_errors=True)  # its saved plan and variables, nothing more
+        audit(user.email, "cluster.forget", cluster.name, reason="never applied: nothing was created")
         op = None
     else:
         op = operations.enqueue(None, "cluster-destroy", user.email, cluster=cluster)
         audit(user.email, "cluster.destroy", cluster.name)
     db.session.commit()
     return op
+
+
+def _ever_applied(cluster: Cluster) -> bool:
+    """Whether an apply of the cluster was ever queued: from then on Terraform may have created something."""
+    return db.session.execute(db.select(Operation.id).where(Operation.cluster_id == cluster.id,
+                                                            Operation.kind == "cluster-apply").limit(1)).first() \
+        is not None
 
 
 def register_kubernetes(user: User, name: str | None, kubeconfig: str | None) -> Cluster:

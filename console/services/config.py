@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from clusters.base import HubSpec, backend_class
@@ -10,7 +10,7 @@ from tenants.auth import CLOSED, FEDERATED, SECRET_FIELDS, validate_auth
 from tenants.environment import validate_environment
 from tenants.layering import RELEASE_DEFAULTS, deep_merge, layered
 from tenants.policy import DEFAULT_POLICY, validate_policy
-from tenants.render import MASK, mask_secrets, render_local, render_z2jh, split_secrets
+from tenants.render import MASK, mask_secrets, render_local, render_z2jh, split_secrets, unapplied
 from werkzeug.exceptions import BadRequest, Conflict
 
 from console.crypto import decrypt_json, encrypt_json
@@ -209,7 +209,10 @@ def finish_config_rollout(rollout: Rollout) -> None:
 
 
 def set_policy(user: User, institution: Institution, data: Any) -> dict[str, Any]:
-    """Replace the institution's policy (policy.set; missing fields take defaults). Commits."""
+    """Replace the institution's policy (policy.set; missing fields take defaults). Commits.
+
+    A policy below what the institution's config already sets is saved all the same (the operator decides); the
+    audit records which settings exceed it, :func:`policy_conflicts` says so to people."""
     require(user, "policy.set", institution)
     clean, errors = validate_policy(data if isinstance(data, dict) else None)
     if errors:
@@ -217,9 +220,30 @@ def set_policy(user: User, institution: Institution, data: Any) -> dict[str, Any
     before = policy_of(institution)
     institution.policy = clean
     audit(user.email, "institution.policy", institution.slug, institution.id,
-          changed={k: [before.get(k), v] for k, v in clean.items() if before.get(k) != v})
+          changed={k: [before.get(k), v] for k, v in clean.items() if before.get(k) != v},
+          **({"exceeded_by_config": sorted(conflicts)} if (conflicts := policy_conflicts(institution)) else {}))
     db.session.commit()
     return clean
+
+
+def policy_conflicts(institution: Institution, policy: dict[str, Any] | None = None) -> dict[str, str]:
+    """What of the institution's stored config ``policy`` (default: its own) no longer allows, by field
+    ("environment.cpu_limit": "At most 1 CPUs per user ..."); empty when everything fits.
+
+    A policy may be lowered below what the institution runs: its hubs keep running as they are, and its next config
+    change must fit (:func:`apply` checks against the policy of the moment).  This says what that change must fix.
+    """
+    policy = {**DEFAULT_POLICY, **(policy if policy is not None else institution.policy or {})}
+    config = current_config(institution)
+    _, errors = validate_environment(config["environment"], policy)
+    conflicts = {f"environment.{k}": v for k, v in errors.items()}
+    auth = config["auth"]
+    if auth.get("authenticator_class") == "dummy" and not policy["open_login_allowed"]:
+        conflicts["auth.authenticator_class"] = "The demo login is no longer allowed."
+    if len(auth.get("allowed_users") or []) > policy["max_users"]:
+        conflicts["auth.allowed_users"] = (f"{len(auth['allowed_users'])} allowed users, above the "
+                                           f"{policy['max_users']} allowed.")
+    return conflicts
 
 
 def live_hubs(institution: Institution) -> list[Hub]:
@@ -314,9 +338,23 @@ def render(hub: Hub, target: str, masked: bool = True, institution_layer: dict |
     return mask_secrets(rendered, mask_label) if masked else rendered
 
 
+class HubPreview(NamedTuple):
+    hub: Hub
+    diff: str  # unified diff of the rendered config, now vs. after; "" when the change leaves the hub as it is
+    backend: str  # the hub's cluster backend, which decides what it applies
+    unapplied: list[str]  # settings of its environment after the change that its backend does not apply
+
+
+def _yaml(rendered: dict[str, Any]) -> str:
+    """A rendered config as YAML for people to compare: keys sorted, names in their own letters (not escapes)."""
+    return yaml.safe_dump(rendered, sort_keys=True, allow_unicode=True)
+
+
 def preview(user: User, institution: Institution, auth: Any, environment: Any, new_secrets: dict[str, str]
-            ) -> list[tuple[Hub, str]]:
-    """Per live hub, a unified diff of its rendered config (secrets masked) now vs. with the change applied.
+            ) -> list[HubPreview]:
+    """Per live hub, a unified diff of its rendered config (secrets masked) now vs. with the change applied, and
+    the settings its backend leaves out (a local hub runs no containers: ``tenants.render.unapplied``), since the
+    diff alone would not show them: they are simply not rendered.
 
     Validates first: raises FieldErrors exactly as :func:`apply` would.  Changes nothing.
     """
@@ -327,14 +365,14 @@ def preview(user: User, institution: Institution, auth: Any, environment: Any, n
     diffs = []
     for hub in live_hubs(institution):
         target = target_of(hub)
-        now = yaml.safe_dump(render(hub, target), sort_keys=True)
+        now = _yaml(render(hub, target))
         changed_label = MASK + " (changed)" if new_secrets and any(stored.get(k) != v for k, v in
                                                                   new_secrets.items()) else MASK
-        then = yaml.safe_dump(render(hub, target, institution_layer=proposed, mask_label=changed_label),
-                              sort_keys=True)
+        then = _yaml(render(hub, target, institution_layer=proposed, mask_label=changed_label))
         diff = "".join(difflib.unified_diff(now.splitlines(True), then.splitlines(True),
                                             f"{hub.slug} ({target}) now", f"{hub.slug} ({target}) after"))
-        diffs.append((hub, diff))
+        after = effective(hub, proposed)[0]["environment"]
+        diffs.append(HubPreview(hub, diff, hub.cluster.backend, unapplied(target, after)))
     return diffs
 
 

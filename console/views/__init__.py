@@ -1,4 +1,7 @@
 """Blueprints, one per area."""
+from pathlib import Path
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
 
 
 def register(app, api) -> None:
@@ -38,5 +41,18 @@ def register(app, api) -> None:
     app.jinja_env.globals["can"] = permissions.template_can  # pages offer only what the permission table allows
     app.jinja_env.globals["actor"] = permissions.template_actor
     app.jinja_env.globals["FLEET"] = permissions.FLEET
+    from console.views.formatting import FILTERS
+    app.jinja_env.filters.update(FILTERS)  # one way to say a time, a count, a rollout target on every page
+
+    from flask import Response
+
+    icon = (ASSETS / "favicon.svg").read_bytes()
+
+    @app.get("/favicon.ico", endpoint="favicon")
+    @app.get("/favicon.svg", endpoint="favicon")
+    def favicon():
+        """Our icon (an SVG, which browsers take at either address); public, like the login page it sits on."""
+        return Response(icon, mimetype="image/svg+xml", headers={"Cache-Control": "public, max-age=86400"})
+
     from console.services.memberships import home_endpoint
     app.jinja_env.globals["home_endpoint"] = home_endpoint  # members land on My hubs, everyone else on the fleet

@@ -60,7 +60,7 @@ def new():
     provider_name = request.values.get("provider", "local")
     provider = PROVIDERS.get(provider_name)
     if request.method == "GET" or request.form.get("action") == "switch":
-        defaults = {f.name: f.default for f in provider.fields} if provider else {}
+        defaults = cluster_service.wizard_defaults(provider_name)
         return _wizard(provider_name, {**defaults, **{k: v for k, v in request.form.items() if k in defaults}}, {})
     values, credentials = _form_values(provider)
     try:

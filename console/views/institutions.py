@@ -36,16 +36,22 @@ def index():
 def create():
     values = {k: request.form.get(k, "") for k in ("slug", "name")}
     try:
-        institution_service.create_institution(g.user, **values)
+        institution = institution_service.create_institution(g.user, **values)
     except FieldErrors as exc:
         return _page(values, exc.errors, 422)
-    return redirect(url_for("institutions.index"))
+    flash(f"{institution.name} added. Set its policy, then create its hubs.")
+    return redirect(url_for("institutions.detail", slug=institution.slug))
 
 
 @bp.get("/institutions/<slug>")
 @requires("institution.view")
 def detail(slug):
-    institution = scope.get_institution(g.user, slug)
+    return detail_page(scope.get_institution(g.user, slug))
+
+
+def detail_page(institution, blackouts_text: str | None = None, blackout_errors: list[str] | None = None,
+                status: int = 200):
+    """The institution's page; with ``blackouts_text``, the blackout form as typed and its errors (a refused save)."""
     recent = db.session.execute(
         db.select(Operation).join(Operation.hub).where(Hub.institution_id == institution.id)
         .order_by(Operation.id.desc()).limit(10)).unique().scalars().all()
@@ -59,7 +65,8 @@ def detail(slug):
                            secrets_set=config_service.secrets_set(institution),
                            policy=config_service.policy_of(institution), kinds=KINDS, operations=recent,
                            events=events, config_rollout=config_service.latest_config_rollout(institution),
-                           config_rollout_live=config_service.config_rollout_live)
+                           config_rollout_live=config_service.config_rollout_live,
+                           blackouts_text=blackouts_text, blackout_errors=blackout_errors or []), status
 
 
 def _config_form(institution, auth, environment, new_secrets, errors, status=200, discovery_url=""):
@@ -164,8 +171,26 @@ def config_rollout(slug):
     return response
 
 
+# How the policy warning names a setting of the config form.
+CONFLICT_LABELS = {"environment.image": "Default image", "environment.cpu_limit": "CPU limit",
+                   "environment.cpu_guarantee": "CPU guarantee", "environment.mem_limit": "Memory limit",
+                   "environment.mem_guarantee": "Memory guarantee", "environment.gpus": "GPUs",
+                   "environment.storage_capacity": "Home storage", "auth.authenticator_class": "Login",
+                   "auth.allowed_users": "Allowed users"}
+
+
+def _conflict_label(key: str) -> str:
+    """"environment.profiles.0.cpu_limit" → "Profile 1, CPU limit"; a top-level setting by its label."""
+    parts = key.split(".")
+    if len(parts) == 4 and parts[1] == "profiles" and parts[2].isdigit():
+        return f"Profile {int(parts[2]) + 1}, {CONFLICT_LABELS.get('environment.' + parts[3], parts[3])}"
+    return CONFLICT_LABELS.get(key, key)
+
+
 def _policy_page(institution, values: dict, errors: dict, status: int = 200):
+    conflicts = {_conflict_label(k): v for k, v in sorted(config_service.policy_conflicts(institution).items())}
     return render_template("institutions/policy.html", institution=institution, values=values, errors=errors,
+                           conflicts=conflicts,
                            format_list=lambda v: "\n".join(v) if isinstance(v, list) else v), status
 
 
@@ -188,6 +213,10 @@ def set_policy(slug):
         config_service.set_policy(g.user, institution, values)
     except FieldErrors as exc:
         return _policy_page(institution, values, {k.removeprefix("policy."): v for k, v in exc.errors.items()}, 422)
+    if config_service.policy_conflicts(institution):
+        flash("Policy saved, but the institution's current configuration now exceeds it: what is over is listed "
+              "below.")
+        return redirect(url_for("institutions.policy", slug=slug))  # where the excess stays in view
     flash("Policy saved.")
     return redirect(url_for("institutions.detail", slug=slug))
 

@@ -8,6 +8,7 @@ from console.permissions import requires
 from console.services import FieldErrors, operations, scope
 from console.services import institutions as institution_service
 from console.services import releases as release_service
+from console.views import institutions as institution_views
 
 bp = Blueprint("releases", __name__)
 
@@ -37,6 +38,8 @@ def create():
         release = release_service.create_release(g.user, values)
     except FieldErrors as exc:
         return _page(errors=exc.errors, values=values, status=422)
+    flash(f"Release {release.name} published: it is offered to hubs once its preparation below succeeds."
+          if release.state != "ready" else f"Release {release.name} published and ready.")
     return redirect(url_for("releases.detail", name=release.name))  # its preparation, live
 
 
@@ -131,16 +134,34 @@ def hub_action(rollout_id, slug, action):
 @bp.post("/institutions/<slug>/blackouts")
 @requires("blackout.set")
 def blackouts(slug):
+    """Save the blackout windows typed one per line; on an error the institution's page comes back with the text as
+    typed and each error on the line (counted from 1, blank lines included) it is about."""
     institution = scope.get_institution(g.user, slug, "blackout.set")
-    windows = []
-    for line in request.form.get("blackouts", "").splitlines():
+    text = request.form.get("blackouts", "")
+    windows, lines = [], []
+    for number, line in enumerate(text.splitlines(), start=1):
         if line.strip():
             parts = [p.strip() for p in line.split("|")]
             windows.append({"start": parts[0], "end": parts[1] if len(parts) > 1 else "",
                             "reason": parts[2] if len(parts) > 2 else ""})
+            lines.append(number)
     try:
         institution_service.set_blackouts(g.user, institution, windows)
     except FieldErrors as exc:
-        flash("Blackout windows not saved: " + "; ".join(f"line {k.split('.')[1]}: {v}" if "." in k else v
-                                                         for k, v in exc.errors.items()))
+        return institution_views.detail_page(institution, blackouts_text=text,
+                                             blackout_errors=_by_line(exc.errors, lines), status=422)
+    flash(f"Blackout windows saved: {len(windows)} window{'' if len(windows) == 1 else 's'}." if windows
+          else "Blackout windows saved: none, rollouts may reach these hubs at any time.")
     return redirect(url_for("institutions.detail", slug=slug))
+
+
+def _by_line(errors: dict[str, str], lines: list[int]) -> list[str]:
+    """The service's errors ("blackouts.<window>[.<field>]") as sentences naming the typed line they are about."""
+    said = []
+    for key, message in errors.items():
+        parts = key.split(".")
+        if len(parts) > 1 and parts[1].isdigit() and int(parts[1]) < len(lines):
+            said.append(f"Line {lines[int(parts[1])]}: {message}")
+        else:
+            said.append(message)
+    return said

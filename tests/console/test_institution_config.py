@@ -190,7 +190,7 @@ def test_policy_is_the_operators(client, north):
     # The admin's next change must fit the new policy, and the error names the limit.
     refused = put_config(client, admin, OIDC, {**ENV, "cpu_limit": 2})
     assert refused.get_json()["errors"]["json"] == {
-        "environment.cpu_limit": ["At most 1 CPUs per user (the operator's policy)."],
+        "environment.cpu_limit": ["At most 1 CPU per user (the operator's policy)."],
         "environment.mem_limit": ["At most 2G of memory per user (the operator's policy)."]}
 
 
