@@ -166,6 +166,11 @@ def test_institution_admin_edits_login_and_environment_previews_and_applies(app,
     journey.done()
 
 
+def reloaded(page) -> bool:
+    page.reload()
+    return True
+
+
 def fake_hubs(console, create_cluster, client, api_headers, *slugs: str) -> None:
     """Running hubs of North on a fake cluster (the journeys about the console's pages need no real hub)."""
     create_cluster("fast", backend="fake")
@@ -192,8 +197,9 @@ def test_operator_publishes_a_release_and_watches_its_rollout_live(app, console,
     page.fill("#jupyterhub_version", installed_jupyterhub())
     page.click("button:has-text('Publish')")
     journey.check("release published")
-    wait_for(lambda: page.reload() or "ready" in page.locator(f"#release-2026\\.12, main").first.inner_text(),
-             60, what="the release to be ready")
+    page.goto(console["url"] + "/releases")
+    wait_for(lambda: reloaded(page) and "Ready" in page.locator("#release-2026\\.12").inner_text(), 60,
+             what="the release to be ready")
     journey.goto("/releases")
     page.select_option("#release", "2026.12")
     page.fill("#waves", "2")
@@ -256,6 +262,8 @@ def test_operator_provisions_a_local_cluster_from_plan_to_apply(app, console, br
     page.wait_for_selector("button:has-text('Approve and apply')", timeout=120000)
     journey.check("plan to review")
     page.click("button:has-text('Approve and apply')")
-    wait_for(lambda: page.reload() or "Ready" in page.locator("h1").inner_text(), 120, what="the cluster to be ready")
+    journey.check("applying")
+    page.goto(console["url"] + "/clusters/campus")
+    wait_for(lambda: reloaded(page) and "Ready" in page.locator("h1").inner_text(), 120, what="the cluster to be ready")
     journey.check("cluster ready")
     journey.done()

@@ -24,7 +24,9 @@ from tests.e2e.test_oidc_login import wait_op
 from tests.helpers import wait_for
 from tests.idp.provider import OidcProvider, login_through
 
-pytestmark = pytest.mark.timeout(420)
+# One database: what these steps store is tested on SQLite and PostgreSQL by the console's own tests; the real hubs
+# are the point here, and they run the same on either.
+pytestmark = [pytest.mark.timeout(420), pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 SECRET = "north-console-client-secret-3b8e"
 PEOPLE = {"ada": {"sub": "ada-1", "email": "ada@north.edu", "name": "Ada", "groups": ["students"]},
           "eve": {"sub": "eve-1", "email": "eve@north.edu", "name": "Eve", "groups": ["visitors"]},

@@ -13,7 +13,9 @@ from tests.console.test_people import Browser
 from tests.e2e.test_local_hubs import wait_operation
 from tests.helpers import wait_for
 
-pytestmark = pytest.mark.timeout(240)
+# One database: what these steps store is tested on SQLite and PostgreSQL by the console's own tests; the real hubs
+# are the point here, and they run the same on either.
+pytestmark = [pytest.mark.timeout(240), pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
 
 def test_a_real_hubs_log_shows_its_startup_and_none_of_its_secrets(app, client, local_fleet, worker_thread,

@@ -25,7 +25,9 @@ from console.services import memberships
 from tests.console.test_people import Browser
 from tests.helpers import wait_for
 
-pytestmark = pytest.mark.timeout(300)
+# One database: what these steps store is tested on SQLite and PostgreSQL by the console's own tests; the real hubs
+# are the point here, and they run the same on either.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 NOTEBOOK = {"cells": [{"cell_type": "markdown", "metadata": {}, "source": ["# Week 1"]}], "metadata": {},
             "nbformat": 4, "nbformat_minor": 5}
 
