@@ -3,33 +3,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from tenants.auth import KINDS, SECRET_FIELDS
+import yaml
+from tenants.auth import KINDS, SECRET_FIELDS, Field
 from tenants.environment import PROFILE_FIELDS
 from werkzeug.datastructures import MultiDict
 
 
-def parse_idps(text: str) -> dict[str, dict[str, Any]] | str:
-    """CILogon IdPs typed one per line as 'entity id | username claim | domain domain ...'.
-
-    Returns the mapping, or the raw text when a line is malformed (the schema then reports it).
-    """
-    idps: dict[str, dict[str, Any]] = {}
-    for line in (text or "").splitlines():
-        if not line.strip():
-            continue
-        parts = [p.strip() for p in line.split("|")]
-        if len(parts) > 3 or not parts[0]:
-            return text
-        idps[parts[0]] = {"username_claim": parts[1] if len(parts) > 1 and parts[1] else "email",
-                          "allowed_domains": parts[2].split() if len(parts) > 2 else []}
-    return idps
-
-
-def format_idps(idps: Any) -> str:
-    if isinstance(idps, str):
-        return idps
-    return "\n".join(f"{entity} | {idp.get('username_claim', 'email')} | {' '.join(idp.get('allowed_domains', []))}"
-                     for entity, idp in (idps or {}).items())
+def form_value(field: Field, value: Any) -> Any:
+    """How the config form shows ``field``'s ``value``: lists one item per line, mappings as YAML, text as typed."""
+    if field.kind == "mapping" and isinstance(value, dict):
+        return yaml.safe_dump(value, sort_keys=False, allow_unicode=True, default_flow_style=False) if value else ""
+    if field.kind == "list" and isinstance(value, (list, tuple, set)):
+        return "\n".join(str(item) for item in value)
+    return value
 
 
 def parse_config_form(form: MultiDict) -> tuple[dict, dict, dict[str, str]]:
@@ -54,8 +40,6 @@ def parse_config_form(form: MultiDict) -> tuple[dict, dict, dict[str, str]]:
         for field in kind.fields:
             if field.kind == "bool":
                 auth.setdefault(field.name, "off")  # an unticked box is not sent at all
-            elif field.kind == "idps":
-                auth[field.name] = parse_idps(auth.get(field.name, ""))
     environment["profiles"] = [
         {k: v for k, v in profile.items() if k != "remove"} for _, profile in sorted(profiles.items())
         if not profile.get("remove") and any(str(profile.get(k, "")).strip() for k in PROFILE_FIELDS

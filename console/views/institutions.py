@@ -1,5 +1,5 @@
 from flask import Blueprint, current_app, flash, g, make_response, redirect, render_template, request, url_for
-from tenants.auth import KINDS
+from tenants.auth import KINDS, upgraded
 from tenants.discovery import fetch_discovery
 from tenants.fields import Invalid
 from tenants.policy import DEFAULT_POLICY
@@ -8,7 +8,7 @@ from werkzeug.exceptions import Conflict
 from console.config import outbound_policy
 from console.extensions import db
 from console.permissions import can, requires
-from console.forms import carry_over, format_idps, parse_config_form
+from console.forms import carry_over, form_value, parse_config_form
 from console.htmx import wants_fragment
 from console.models import AuditEvent, Hub, Operation
 from console.services import FieldErrors, identities, scope
@@ -70,9 +70,10 @@ def detail_page(institution, blackouts_text: str | None = None, blackout_errors:
 
 
 def _config_form(institution, auth, environment, new_secrets, errors, status=200, discovery_url=""):
+    kind = KINDS.get(auth.get("authenticator_class"))
     return render_template(
-        "institutions/config.html", institution=institution, auth=auth, environment=environment, errors=errors,
-        kinds=KINDS, kind=KINDS.get(auth.get("authenticator_class")), format_idps=format_idps,
+        "institutions/config.html", institution=institution, auth=upgraded(kind, auth) if kind else auth,
+        environment=environment, errors=errors, kinds=KINDS, kind=kind, form_value=form_value,
         stored_secrets=config_service.secrets_set(institution), new_secrets=sorted(new_secrets),
         policy=config_service.policy_of(institution), discovery_url=discovery_url,
         has_draft=config_service.draft_of(g.user, institution) is not None,

@@ -38,7 +38,12 @@ AUTH = {
                       "admin_groups": ["hub-admins"], "manage_groups": True},
     "github": {"client_id": "hub", "client_secret": SECRET, "allowed_organizations": ["jupyterhub:team"]},
     "cilogon": {"client_id": "cilogon:/client_id/1", "client_secret": SECRET,
-                "idps": {IDP: {"username_claim": "eppn", "allowed_domains": ["example.edu"]}}},
+                "idps": {IDP: {"username_derivation": {"username_claim": "eppn", "action": "strip_idp_domain",
+                                                       "domain": "example.edu"},
+                               "allowed_domains": ["example.edu"], "default": True},
+                         "https://github.com/login/oauth/authorize": {
+                             "username_derivation": {"username_claim": "preferred_username", "action": "prefix",
+                                                     "prefix": "github"}, "allow_all": True}}},
     "google": {"client_id": "hub.apps.googleusercontent.com", "client_secret": SECRET,
                "hosted_domain": ["example.edu"], "allowed_users": ["ada@example.edu"]},
     "azuread": {"client_id": "hub", "client_secret": SECRET, "tenant_id": "0000-1111", "allowed_groups": ["g1"],

@@ -14,19 +14,42 @@ images = st.sampled_from(["quay.io/jupyter/scipy-notebook:2025-01-06", "quay.io/
                           "quay.io/jupyter/r-notebook:2025-01-06", "docker.io/evil/miner:1.0",
                           "quay.io/jupyter/minimal-notebook", "ghcr.io/x/y:1"])
 
-VALUES = {"text": texts, "url": urls, "list": names, "bool": st.booleans(), "secret": secrets,
-          "idps": st.dictionaries(st.sampled_from(["https://idp.a.edu", "https://idp.b.edu"]),
-                                  st.fixed_dictionaries({"username_claim": st.sampled_from(["email", "eppn"]),
-                                                         "allowed_domains": names}), max_size=2)}
+# CILogon IdPs: the documented shape (username_derivation with its actions, allow_all, default, allowed_domains), the
+# console's former {username_claim, allowed_domains} one, and shapes CILogonOAuthenticator refuses.
+derivations = st.one_of(
+    st.fixed_dictionaries({"username_claim": st.sampled_from(["email", "eppn"])}),
+    st.fixed_dictionaries({"username_claim": st.just("email"), "action": st.just("strip_idp_domain")},
+                          optional={"domain": st.sampled_from(["a.edu", "b.edu"])}),
+    st.fixed_dictionaries({"username_claim": st.just("email"), "action": st.just("prefix")},
+                          optional={"prefix": st.sampled_from(["ga", "gh"])}),
+    st.fixed_dictionaries({"action": st.just("rename")}))
+idps = st.dictionaries(
+    st.sampled_from(["https://idp.a.edu", "https://idp.b.edu", "urn:mace:incommon:uiuc.edu", "idp.c.edu"]),
+    st.one_of(st.fixed_dictionaries({"username_derivation": derivations},
+                                    optional={"allow_all": st.booleans(), "default": st.booleans(),
+                                              "allowed_domains": names}),
+              st.fixed_dictionaries({"username_claim": st.sampled_from(["email", "eppn"]), "allowed_domains": names})),
+    max_size=2)
+mappings = st.one_of(st.dictionaries(st.sampled_from(["prompt", "access_type", "hd", "resource"]), texts, max_size=2),
+                     st.sampled_from(["prompt: consent", "{bad yaml", "- a list", ""]))
+numbers = st.one_of(st.integers(0, 10**6), st.sampled_from(["300", "x", -5, "1.5"]))
+
+VALUES = {"text": texts, "url": urls, "list": names, "bool": st.booleans(), "secret": secrets, "number": numbers,
+          "mapping": mappings}
+BY_NAME = {"idps": idps}  # settings whose shape a class checks beyond its type
 
 
 @st.composite
 def auth_configs(draw):
     kind = KINDS[draw(st.sampled_from(sorted(KINDS)))]
     config = {"authenticator_class": kind.name}
-    for field in kind.fields:
-        if draw(st.booleans()) or field.required and draw(st.integers(0, 9)) > 0:
-            config[field.name] = draw(VALUES[field.kind])
+    common = [field for field in kind.fields if field.common]
+    # a few of the other settings each time (all of them at once would rarely make a config any class accepts)
+    more = draw(st.lists(st.sampled_from([f for f in kind.fields if not f.common] or [None]), max_size=3,
+                         unique_by=lambda f: f and f.name))
+    for field in common + [f for f in more if f]:
+        if draw(st.booleans()) or field.required and draw(st.integers(0, 9)) > 0 or not field.common:
+            config[field.name] = draw(BY_NAME.get(field.name, VALUES[field.kind]))
     if draw(st.integers(0, 2)) == 0:
         config["allow_all"] = True
     return config
