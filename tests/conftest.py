@@ -21,6 +21,7 @@ from console.extensions import db
 from console.models import Cluster, Institution, User
 from console.security import hash_password, new_api_token
 from tests.postgres import PostgresServer, available
+from tests.browser import browser, live_server  # noqa: F401  (fixtures, found by name)
 from tests.k8s.emulator import kube_api, kube_api_factory  # noqa: F401  (fixtures, found by name)
 
 PASSWORD = "correct horse battery"

@@ -6,18 +6,16 @@ metrics with one running server and one active user; tests/e2e/test_charts_local
 """
 import json
 import re
-import threading
 from datetime import timedelta
 from html import unescape
 
 import pytest
-from werkzeug.serving import make_server
 
 from console.extensions import db
 from console.models import Hub, HubSample, ServerSnapshot, utcnow
 from console.monitor import Monitor
 from console.services import monitoring
-from tests.conftest import PASSWORD
+from tests.browser import log_in, watched
 from tests.fakehubs import FakeHubs
 
 ACCENT = (36, 87, 197)  # the charts' line and point colour, base.html's --accent
@@ -128,17 +126,6 @@ def test_active_users_are_counted_from_each_sweep(app, one_hub):
     assert db.session.get(Hub, hub.id).active_users == 1
 
 
-@pytest.fixture
-def live_server(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
-    server.server_close()
-
-
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_charts_draw_in_chromium_under_the_policy(one_hub, live_server, create_user, tmp_path):
     """uPlot draws each chart with its axes, the one sample as a visible point, after htmx's refresh too; no
@@ -157,17 +144,8 @@ def test_charts_draw_in_chromium_under_the_policy(one_hub, live_server, create_u
         browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 1000})
-            problems = []
-            page.on("console", lambda message: problems.append(f"{message.text} {message.location}")
-                    if message.type in ("error", "warning") else None)
-            page.on("pageerror", lambda error: problems.append(str(error)))
-            page.add_init_script("document.addEventListener('securitypolicyviolation', e => "
-                                 "console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI))")
-            page.goto(f"{live_server}/login")
-            page.fill("input[name=email]", operator.email)
-            page.fill("input[name=password]", PASSWORD)
-            page.click("button[type=submit]")
-            page.wait_for_url(f"{live_server}/")
+            problems = watched(page)
+            log_in(page, live_server, operator.email)
             page.goto(f"{live_server}/hubs/north-lab")
             page.wait_for_selector("#chart-running .uplot canvas")
             assert page.locator(".chart-plot .uplot").count() == 3

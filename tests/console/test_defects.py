@@ -1,10 +1,8 @@
 """The form and page defects of issue 13, one test each: every one failed before its fix."""
 import html
 import re
-import threading
 
 import pytest
-from werkzeug.serving import make_server
 
 from console.extensions import db
 from console.models import Cluster, Institution
@@ -255,17 +253,6 @@ def test_the_favicon_is_ours_and_served(client, north, login):
 
 
 # 12 ---------------------------------------------------------------------------------------------------------------
-
-@pytest.fixture
-def live_server(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
-    server.server_close()
-
 
 def test_the_navigation_wraps_at_420_px_and_keeps_log_out(north, live_server, tmp_path):
     from playwright.sync_api import sync_playwright

@@ -2,13 +2,11 @@
 import base64
 import hashlib
 import re
-import threading
 
 import pytest
-from werkzeug.serving import make_server
 
 from console import ROOT
-from tests.conftest import PASSWORD
+from tests.browser import log_in, watched
 
 EXPECTED = {"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Referrer-Policy": "same-origin"}
 
@@ -78,41 +76,11 @@ def test_templates_have_no_inline_script_or_event_handler():
         assert "<style" not in text, f"{path}: a <style> element (use the inline_style filter)"
 
 
-@pytest.fixture
-def live_server(app):
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(5)
-    server.server_close()
-
-
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright  # Chromium itself comes from `make setup-test`
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path="/usr/bin/chromium", args=["--headless", "--no-sandbox"])
-        yield browser
-        browser.close()
-
-
 def test_pages_work_under_the_policy_in_chromium(fleet, live_server, browser):
     """Log in, let htmx poll the fleet and a hub, switch the login form with htmx: no policy violation, no error."""
     page = browser.new_page()
-    problems = []
-    page.on("console", lambda message: problems.append(f"{page.url}: {message.text} {message.location}")
-            if message.type in ("error", "warning") else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.add_init_script("document.addEventListener('securitypolicyviolation', e => "
-                         "console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI))")
-    page.goto(f"{live_server}/login")
-    page.fill("input[name=email]", fleet["admin"].email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server}/")
+    problems = watched(page)
+    log_in(page, live_server, fleet["admin"].email)
     assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(246, 247, 249)"  # styled
     with page.expect_request(lambda r: r.url == f"{live_server}/" and r.headers.get("hx-request") == "true",
                              timeout=12000):

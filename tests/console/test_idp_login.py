@@ -19,7 +19,6 @@ from console.models import AuditEvent, Hub, Identity, InstitutionIdp, LoginState
 from console.security import new_api_token
 from console.services import identities
 from tests.conftest import PASSWORD, csrf_from
-from tests.console.test_headers import browser, live_server  # noqa: F401  (fixtures, found by name)
 from tests.idp.provider import OidcProvider, _FormParser, _fill
 
 SECRETS = {"a": "a-client-secret-7f3c9d", "b": "b-client-secret-51e0aa"}

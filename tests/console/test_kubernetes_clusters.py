@@ -18,8 +18,8 @@ from clusters.environments import installed_jupyterhub
 from console.crypto import encrypt_json
 from console.extensions import db
 from console.models import AuditEvent, Cluster, Hub, Operation, Release, utcnow
-from tests.conftest import PASSWORD, csrf_from
-from tests.console.test_headers import browser, live_server  # noqa: F401  (fixtures)
+from tests.browser import log_in, watched
+from tests.conftest import csrf_from
 from tests.k8s.emulator import flux_resources
 
 SECRET = "k8s-client-s3cret-4e1d"
@@ -437,17 +437,8 @@ def test_the_cluster_page_shows_its_checks_and_checks_again_in_chromium(
     kube_cluster(emulator)
     assert check(client, headers, run_worker)["state"] == "needs-setup"
     page = browser.new_page()
-    problems = []
-    page.on("console", lambda message: problems.append(f"{page.url}: {message.text}")
-            if message.type in ("error", "warning") else None)
-    page.on("pageerror", lambda error: problems.append(str(error)))
-    page.add_init_script("document.addEventListener('securitypolicyviolation', e => "
-                         "console.error('CSP violation: ' + e.violatedDirective + ' ' + e.blockedURI))")
-    page.goto(f"{live_server}/login")
-    page.fill("input[name=email]", operator.email)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server}/")
+    problems = watched(page)
+    log_in(page, live_server, operator.email)
     page.goto(f"{live_server}/clusters/campus")
     assert page.locator("li.check[data-ok=false]").count() == 2
     assert page.locator("li.check[data-ok=true]").count() >= 2

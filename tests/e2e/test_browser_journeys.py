@@ -19,7 +19,6 @@ from console.models import Hub
 from console.services.institutions import ensure_local_cluster
 from tests.conftest import PASSWORD
 from tests.fakehubs import FakeHubs
-from tests.console.test_headers import browser, live_server  # noqa: F401  (fixtures, found by name)
 from tests.helpers import wait_for
 
 pytestmark = [pytest.mark.timeout(300), pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]

@@ -19,7 +19,6 @@ from console.extensions import db
 from console.models import Hub, Identity, User
 from console.services.institutions import ensure_local_cluster
 from tests.conftest import PASSWORD, csrf_from
-from tests.console.test_headers import browser, live_server  # noqa: F401  (fixtures, found by name)
 from tests.e2e.test_oidc_login import wait_op
 from tests.helpers import wait_for
 from tests.idp.provider import OidcProvider, login_through
