@@ -15,6 +15,9 @@ from console.services.institutions import ensure_local_cluster
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(300)
+# The two longest real-hub tests run once, on SQLite: what they store is tested on both databases by the console's
+# own tests (tests/console/test_monitoring.py, test_worker.py); the real hubs are the point here.
+ONE_DATABASE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 PROBE_SECONDS = 3
 
 
@@ -51,6 +54,7 @@ def api_hub(client, headers, slug):
     return client.get(f"/api/v1/hubs/{slug}", headers=headers).get_json()
 
 
+@ONE_DATABASE
 def test_probes_go_on_while_an_operation_holds_the_worker(app, client, local_fleet):
     headers = local_fleet
     for slug in ("north-a", "north-b"):
@@ -107,6 +111,7 @@ def test_a_real_hubs_own_metrics_reach_the_console(client, local_fleet):
     assert api_hub(client, headers, "north-lab")["user_count"] == 1  # its first admin, the one user of a new hub
 
 
+@ONE_DATABASE
 def test_synthetic_check_times_a_real_spawn_and_reports_a_failing_spawner(app, client, local_fleet):
     headers = local_fleet
     create(client, headers, "north-lab")
