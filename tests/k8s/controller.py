@@ -23,6 +23,7 @@ import re
 from typing import Any
 
 import helm_python
+import kmock
 import yaml
 
 from tests.k8s import helm
@@ -216,11 +217,19 @@ class FakeHelmController:
             self.emulator.put(obj)
         for kind, obj in self.owned(name, namespace):
             if (obj["kind"], obj["metadata"]["name"]) not in wanted:
-                self.emulator.delete(kind, obj["metadata"]["name"], namespace)
+                self.gone(kind, obj["metadata"]["name"], namespace)
         for pod in self.emulator.objects("Pod", namespace, labels="hubfleet.io/fake-failure"):
-            self.emulator.delete("Pod", pod["metadata"]["name"], namespace)
+            self.gone("Pod", pod["metadata"]["name"], namespace)
         if broken:
             self.fail_pods(namespace)
+
+    def gone(self, kind: str, name: str, namespace: str) -> None:
+        """Delete an object; one already deleted meanwhile (its namespace going away, say) is as good."""
+        try:
+            self.emulator.delete(kind, name, namespace)
+        except kmock.KubernetesError as exc:
+            if exc.status != 404:
+                raise
 
     def namespaced(self, obj: dict) -> bool:
         try:
@@ -343,7 +352,7 @@ class FakeHelmController:
             namespace, name = history[0]["namespace"], history[0]["name"]
             for kind, obj in self.owned(name, namespace):
                 if (obj["metadata"].get("annotations") or {}).get(KEEP[0]) != KEEP[1]:
-                    self.emulator.delete(kind, obj["metadata"]["name"], namespace)
+                    self.gone(kind, obj["metadata"]["name"], namespace)
         remaining = [f for f in meta.get("finalizers") or [] if f != FINALIZER]
         self.emulator.patch("HelmRelease", meta["name"], meta["namespace"], {"metadata": {"finalizers": remaining}})
 
