@@ -323,6 +323,12 @@ class Membership(db.Model):
     def active(self) -> bool:
         return self.revoked_at is None and (self.expires_at is None or self.expires_at > utcnow())
 
+    @classmethod
+    def active_clause(cls, now: datetime | None = None):
+        """``active`` as a query condition: neither revoked nor expired at ``now`` (default: now)."""
+        now = now or utcnow()
+        return cls.revoked_at.is_(None) & (cls.expires_at.is_(None) | (cls.expires_at > now))
+
 
 class ServerSnapshot(db.Model):
     """What the monitoring sweep last saw of one user's server on one hub (``GET /hub/api/users?state=active``):

@@ -22,7 +22,7 @@ from sqlalchemy import ColumnElement, false, select, true
 
 from console.extensions import db
 from console.models import (INSTITUTION_ADMIN, MEMBER, OPERATOR, Alert, ApiToken, Cluster, Hub, Institution,
-                            Invitation, Membership, Operation, Release, Rollout, User, WebhookTarget, utcnow)
+                            Invitation, Membership, Operation, Release, Rollout, User, WebhookTarget)
 from console.models import ROLES as ROLE_NAMES
 
 ACTIONS: dict[str, str] = {
@@ -173,9 +173,7 @@ class InstitutionReach(Reach):
 
 def member_hubs(user_id) -> Any:
     """The ids of the hubs ``user_id`` holds an active membership of: the hub's own, or all of an institution's."""
-    now = utcnow()
-    active = (Membership.user_id == user_id) & Membership.revoked_at.is_(None) & \
-        (Membership.expires_at.is_(None) | (Membership.expires_at > now))
+    active = (Membership.user_id == user_id) & Membership.active_clause()
     return select(Hub.id).where(
         Hub.id.in_(select(Membership.hub_id).where(active, Membership.hub_id.is_not(None)))
         | Hub.institution_id.in_(select(Membership.institution_id).where(active,

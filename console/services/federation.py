@@ -179,8 +179,7 @@ def groups_for(user: User, hub: Hub) -> list[str]:
     institution's admin."""
     admin = user.role == INSTITUTION_ADMIN and user.institution_id == hub.institution_id
     roles = set(db.session.execute(
-        db.select(Membership.role).where(Membership.user_id == user.id, Membership.revoked_at.is_(None),
-                                         (Membership.expires_at.is_(None)) | (Membership.expires_at > utcnow()),
+        db.select(Membership.role).where(Membership.user_id == user.id, Membership.active_clause(),
                                          (Membership.hub_id == hub.id)
                                          | (Membership.institution_id == hub.institution_id))).scalars())
     groups = []

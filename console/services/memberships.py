@@ -39,8 +39,7 @@ ROLE_RANK = {"member": 0, "hub-admin": 1, "institution admin": 2}
 
 
 def _active(now: datetime | None = None):
-    now = now or utcnow()
-    return Membership.revoked_at.is_(None) & (Membership.expires_at.is_(None) | (Membership.expires_at > now))
+    return Membership.active_clause(now)
 
 
 def grant(user: User, *, hub: Hub | None = None, institution: Institution | None = None, role: str = "member",
