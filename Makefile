@@ -27,7 +27,7 @@ demo: setup
 	$(BIN)/hubfleet demo --port $(PORT)
 
 test: setup-test
-	HUBFLEET_REQUIRE_POSTGRES=1 $(BIN)/pytest --durations=25
+	HUBFLEET_REQUIRE_POSTGRES=1 $(BIN)/pytest -n 2 --dist worksteal --durations=25
 
 bench: setup-test
 	$(BIN)/python -m tests.perf.bench_fleet --postgres

@@ -33,6 +33,22 @@ if os.environ.get("CI"):
 _counter = itertools.count()
 
 
+def _share_ports() -> None:
+    """Under pytest-xdist (``make test`` runs two workers), give each worker its own slice of HUBFLEET_TEST_PORTS,
+    before any test module reads it, so hubs started side by side never race for a port."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if not worker.startswith("gw") or count < 2:
+        return
+    first, last = (int(p) for p in os.environ.get("HUBFLEET_TEST_PORTS", "21000-21999").split("-"))
+    size = (last - first + 1) // count
+    start = first + int(worker[2:]) * size
+    os.environ["HUBFLEET_TEST_PORTS"] = f"{start}-{start + size - 1}"
+
+
+_share_ports()
+
+
 @pytest.fixture(scope="session")
 def postgres():
     reason = available()
