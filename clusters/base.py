@@ -55,9 +55,36 @@ The returned state is stored in the console's database in the clear: it must nev
     ``reason`` says why.  Reads a bounded amount (the log's last :data:`LOG_TAIL_BYTES`), never asks the hub itself.
     Values only the backend knows (the tokens it gave the hub) are blanked; the caller blanks the spec's secrets.
 
+``config_digest(spec) -> str | None`` (a static method, optional)
+    The digest of the configuration ``deploy(spec)`` gives the hub, computed the way :meth:`status` reports the one
+    the hub runs (``HubStatus.config_digest``); pure.  A backend without it reports no drift (:func:`wanted_digest`).
+    A backend may add ``running_digest(state) -> str | None``: the digest the hub runs, cheaply (no network, like
+    :meth:`alive`), for hubs the monitor probes over HTTP instead of asking :meth:`status`.
+
 ``api_url(state)`` / ``api_token(state, purpose)``
     Where and how to reach the hub's REST API (``/hub/api/``); ``None`` when unknown.  ``purpose`` "probe" gives a
     read-only token; "check" one that may create a test user and start and stop its server.
+
+``archive(state, target, log) -> ArchiveResult``
+    Copy the hub's JupyterHub database (a consistent copy, taken while the hub runs) and every hub user's home into
+    one compressed archive named ``target`` (a file name without directory; each backend knows where its archives
+    go), with a ``manifest.json`` inside; return where it is, its size and sha256 and that manifest.  Blocks until
+    the archive is complete; touches nothing of the hub (it keeps serving).  Safe to call twice: a second call
+    writes the archive afresh.  Raises :class:`BackendError` when the archive cannot be made complete; nothing
+    partial is left behind then.
+
+``restore_archive(spec, state, archive, log)``
+    Put an archive made by :meth:`archive` (``archive`` is its ``ArchiveResult.location``) into the hub of ``spec``
+    before that hub first starts: its database, so its users exist, and each user's home, owned by whoever the
+    hub will run that user's server as.  ``state`` is the new hub's (empty before its first deploy); ``sha256``
+    (keyword), when given, is checked against the file first.  Refuses (:class:`BackendError`) an archive whose
+    checksums do not match, or a hub that already runs.  Safe to call twice before that first start.  Optional: a
+    backend that cannot restore (Kubernetes, whose archives live on the cluster's NFS location) lacks the method,
+    and the console offers no restore onto its clusters.
+
+``purge_archive(location, log)``
+    Delete an archive for good; one already gone is fine.  Returns within seconds (the console's retention pass
+    calls it): where the platform deletes it (a Kubernetes Job), the deletion is started, not awaited.
 """
 from __future__ import annotations
 
@@ -107,6 +134,9 @@ class HubStatus:
     retry_after: float | None = None  # seconds after which asking again is worthwhile; None: the caller's default
     phase: str = ""  # one of PHASES; "" when the backend cannot tell
     reason: str = ""  # a short machine word for why (UpgradeFailed, ImagePullBackOff, ...)
+    # The digest of the configuration the hub runs (clusters/config_digest.py), as the hub or its platform reports
+    # it; None when unknown (a hub that is down, or started before hubs reported one).
+    config_digest: str | None = None
 
 
 # How much of a hub's log ``log_tail`` reads at most: a hub that ran for months has a long one.
@@ -122,6 +152,19 @@ class HubLog:
     lines: list[str] = field(default_factory=list)
     reason: str = ""
     source: str = ""
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    """One archive a backend made of a hub: ``location`` (a file path for local hubs, ``nfs://server/path/file``
+    for Kubernetes), ``size`` in bytes, the ``sha256`` of the file, and the ``manifest`` it holds:
+    ``{"database": {"name", "bytes", "sha256"}, "users": [{"name", "bytes", "files"}], ...}`` (users by their
+    JupyterHub name)."""
+
+    location: str
+    size: int
+    sha256: str
+    manifest: dict[str, Any] = field(default_factory=dict)
 
 
 def merge_secrets(config: dict[str, Any], secrets: dict[str, Any]) -> dict[str, Any]:
@@ -171,6 +214,13 @@ class Backend(Protocol):
 
     def api_token(self, state: dict, purpose: str = "probe") -> str | None: ...
 
+    def archive(self, state: dict, target: str, log: Log) -> ArchiveResult: ...
+
+    def restore_archive(self, spec: HubSpec, state: dict, archive: str, log: Log,
+                        sha256: str | None = None) -> None: ...
+
+    def purge_archive(self, location: str, log: Log) -> None: ...
+
 
 _REGISTRY: dict[str, Callable[..., Backend]] = {}
 
@@ -195,6 +245,14 @@ def backend_class(name: str):
     """The class registered as ``name`` (its ``render_target`` and ``supervised`` need no instance)."""
     _load_builtin()
     return _REGISTRY[name]
+
+
+def wanted_digest(backend: str, spec: HubSpec) -> str | None:
+    """The digest of the configuration ``deploy(spec)`` gives a hub of the backend registered as ``backend``,
+    computed as that backend's hubs report theirs (``HubStatus.config_digest``), so the two compare: equal when the
+    hub runs what the console would deploy now.  None when the backend reports no digest.  Pure."""
+    digest_of = getattr(backend_class(backend), "config_digest", None)
+    return digest_of(spec) if digest_of is not None else None
 
 
 def _load_builtin() -> None:

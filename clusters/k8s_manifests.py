@@ -18,7 +18,8 @@ from typing import Any
 
 import yaml
 
-from clusters.base import HubSpec
+from clusters.base import HubSpec, merge_secrets
+from clusters.local import SERVICE_NAME, SERVICE_SCOPES
 from tenants.fields import quantity_bytes
 from tenants.policy import DEFAULT_POLICY
 from tenants.render import MASK
@@ -57,6 +58,10 @@ HUB_DB_STORAGE = "1Gi"  # the chart's default hub.db.pvc.storage
 DEFAULT_REQUEST_CPU_MILLI = 100  # what a container that states no request asks for
 DEFAULT_REQUEST_MEMORY = 256 * 2**20
 PROXY_PORT = 8000  # configurable-http-proxy's http port in the proxy pod
+# The console's read-only service on every hub, named and scoped as on local hubs (clusters/local.py): its role is a
+# pin of the values, its token travels in the values Secret (:func:`values_secret`).
+SERVICE_ROLE = {"description": "Hubfleet's monitoring: read-only", "scopes": list(SERVICE_SCOPES),
+                "services": [SERVICE_NAME]}
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _UID = re.compile(r"^[a-z0-9]+$")
@@ -128,9 +133,11 @@ def chart_values(spec: HubSpec) -> dict[str, Any]:
     Pins: ``hub.image`` from ``spec.hub_image``; the hub database PVC kept when Helm uninstalls or remediates
     (pitfall 1); no privileged iptables init container in user pods (the singleuser NetworkPolicy, pinned on, already
     blocks the cloud metadata server), which lets the namespace enforce Pod Security ``baseline``; no user-scheduler
-    (it needs a ClusterRole, pitfall 5); no image-puller hook before upgrades (pitfall 4).  Any key that
-    ``spec.secrets`` holds is dropped: ``spec.values`` wins over ``valuesFrom``, so a placeholder there would hide the
-    real secret (pitfall 3).
+    (it needs a ClusterRole, pitfall 5); no image-puller hook before upgrades (pitfall 4); the console's read-only
+    service ``hubfleet`` and its role (``hub.services``, ``hub.loadRoles``), declared even when no token is handed
+    to :func:`values_secret` (the chart then makes one up), since a role naming an undeclared service stops
+    JupyterHub at start.  Any key that ``spec.secrets`` holds is dropped: ``spec.values`` wins over ``valuesFrom``,
+    so a placeholder there would hide the real secret (pitfall 3).
     """
     values = _without(copy.deepcopy(spec.config), spec.secrets)
     if spec.hub_image:
@@ -142,6 +149,8 @@ def chart_values(spec: HubSpec) -> dict[str, Any]:
     _set(values, ("singleuser", "networkPolicy", "enabled"), True)
     _set(values, ("scheduling", "userScheduler", "enabled"), False)
     _set(values, ("prePuller", "hook", "enabled"), False)
+    _set(values, ("hub", "services", SERVICE_NAME, "admin"), False)
+    _set(values, ("hub", "loadRoles", SERVICE_NAME), copy.deepcopy(SERVICE_ROLE))
     return values
 
 
@@ -221,12 +230,12 @@ def cpu_quantity(milli: int) -> str:
 # --- objects -------------------------------------------------------------------------------------------------------
 
 def hub_objects(spec: HubSpec, repository_url: str = Z2JH_REPOSITORY,
-                ingress_namespace: str = INGRESS_NAMESPACE) -> list[dict[str, Any]]:
+                ingress_namespace: str = INGRESS_NAMESPACE, service_token: str | None = None) -> list[dict[str, Any]]:
     """Every object of one hub, in the order to apply them.
 
     Namespace, ResourceQuota, LimitRange, NetworkPolicy (deny ingress), NetworkPolicy (ingress controller to proxy),
-    Secret (secret values), HelmRepository (in :data:`SYSTEM_NAMESPACE`), HelmRelease.  Raises ValueError when the
-    spec has no uid or a hub image without a tag.
+    Secret (secret values, with ``service_token`` as the console's service token when given), HelmRepository (in
+    :data:`SYSTEM_NAMESPACE`), HelmRelease.  Raises ValueError when the spec has no uid or a hub image without a tag.
     """
     n = names(spec, repository_url)
     values = chart_values(spec)
@@ -237,7 +246,7 @@ def hub_objects(spec: HubSpec, repository_url: str = Z2JH_REPOSITORY,
         limit_range(spec, n, policy, values),
         deny_ingress_policy(spec, n),
         proxy_ingress_policy(spec, n, ingress_namespace),
-        values_secret(spec, n),
+        values_secret(spec, n, service_token),
         helm_repository(n, repository_url),
         helm_release(spec, n, values),
     ]
@@ -346,11 +355,16 @@ def proxy_ingress_policy(spec: HubSpec, n: Names, ingress_namespace: str = INGRE
             }}
 
 
-def values_secret(spec: HubSpec, n: Names) -> dict[str, Any]:
-    """The Secret the HelmRelease reads its secret values from (``valuesFrom``), as one YAML document."""
+def values_secret(spec: HubSpec, n: Names, service_token: str | None = None) -> dict[str, Any]:
+    """The Secret the HelmRelease reads its secret values from (``valuesFrom``), as one YAML document: the spec's
+    secrets and, when given, ``service_token`` as the console's service's ``hub.services.hubfleet.apiToken`` (the
+    key the chart keeps it under in the hub's own Secret)."""
+    secrets = spec.secrets or {}
+    if service_token:
+        secrets = merge_secrets(secrets, {"hub": {"services": {SERVICE_NAME: {"apiToken": service_token}}}})
     return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
             "metadata": _meta(spec, n.values_secret, n.namespace),
-            "stringData": {VALUES_KEY: yaml.safe_dump(spec.secrets or {}, sort_keys=True)}}
+            "stringData": {VALUES_KEY: yaml.safe_dump(secrets, sort_keys=True)}}
 
 
 def helm_repository(n: Names, repository_url: str = Z2JH_REPOSITORY) -> dict[str, Any]:
@@ -408,3 +422,132 @@ def masked(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
                 if isinstance(obj.get(field), dict):
                     obj[field] = {key: MASK for key in obj[field]}
     return copies
+
+
+# --- archives (decommission) ----------------------------------------------------------------------------------------
+
+ARCHIVE_IMAGE = "python:3.12-alpine"  # the archive Job's image: Python's standard library is all it needs
+ARCHIVE_DEADLINE = 3600  # seconds an archive Job may run before Kubernetes stops it
+ARCHIVE_TTL = 86400  # a finished Job (and its pod, whose log the backend reads) is kept a day
+HUB_DB_CLAIM = "hub-db-dir"  # the chart's PVC of the hub's database
+USER_CLAIM_PREFIX = "claim-"  # KubeSpawner's users' PVCs
+ARCHIVE_MARK = "HUBFLEET-ARCHIVE "  # the Job's last line: this, then the result as JSON
+# The Job's program: the layout of clusters/archives.py (manifest.json first, jupyterhub.sqlite, homes/<user>/...),
+# the database copied with SQLite's online backup from a read-only mount, written under a temporary name and renamed
+# when complete, with <target>.sha256 and <target>.manifest.json beside it.  Its directories are the Job's mounts
+# unless ARCHIVE_DIR, HOMES_DIR, HUB_DB_DIR say otherwise (a test runs it on this machine).
+ARCHIVE_SCRIPT = r'''
+import hashlib, io, json, os, sqlite3, tarfile, time
+from datetime import datetime, timezone
+hub, target = os.environ["HUB"], os.environ["TARGET"]
+env = os.environ.get
+out, homes = os.path.join(env("ARCHIVE_DIR", "/archive"), target), env("HOMES_DIR", "/homes")
+database, copy = os.path.join(env("HUB_DB_DIR", "/hub-db"), "jupyterhub.sqlite"), env("TMPDIR", "/tmp") + "/hub.sqlite"
+def sha256(path):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+def tree(path):
+    size = files = 0
+    for root, _, names in os.walk(path):
+        for name in names:
+            entry = os.path.join(root, name)
+            if os.path.isfile(entry) and not os.path.islink(entry):
+                size, files = size + os.path.getsize(entry), files + 1
+    return size, files
+source = sqlite3.connect("file:" + database + "?mode=ro", uri=True)
+backup = sqlite3.connect(copy)
+source.backup(backup)
+backup.close(), source.close()
+users = sorted(os.listdir(homes)) if os.path.isdir(homes) else []
+manifest = {"format": 1, "hub": hub, "created_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "database": {"name": "jupyterhub.sqlite", "bytes": os.path.getsize(copy), "sha256": sha256(copy)},
+            "users": [dict(zip(("name", "bytes", "files"), (u, *tree(os.path.join(homes, u))))) for u in users]}
+with tarfile.open(out + ".partial", "w:gz") as tar:
+    data = json.dumps(manifest, indent=1, sort_keys=True).encode()
+    info = tarfile.TarInfo("manifest.json")
+    info.size, info.mode, info.mtime = len(data), 0o600, int(time.time())
+    tar.addfile(info, io.BytesIO(data))
+    tar.add(copy, arcname="jupyterhub.sqlite")
+    for user in users:
+        tar.add(os.path.join(homes, user), arcname="homes/" + user)
+os.chmod(out + ".partial", 0o600)
+os.replace(out + ".partial", out)
+digest = sha256(out)
+with open(out + ".sha256", "w") as f:
+    f.write(digest + "  " + target + "\n")
+with open(out + ".manifest.json", "w") as f:
+    json.dump(manifest, f, indent=1, sort_keys=True)
+print("HUBFLEET-ARCHIVE " + json.dumps({"size": os.path.getsize(out), "sha256": digest, "manifest": manifest}))
+'''
+PURGE_SCRIPT = r'''
+import os
+target = os.environ["TARGET"]
+for name in (target, target + ".sha256", target + ".manifest.json", target + ".partial"):
+    path = os.path.join(os.environ.get("ARCHIVE_DIR", "/archive"), name)
+    if os.path.exists(path):
+        os.remove(path)
+print("HUBFLEET-ARCHIVE {}")
+'''
+
+
+def job_name(kind: str, target: str) -> str:
+    """``hubfleet-<kind>-<hash of target>``: one Job per archive, a valid name whatever the target."""
+    return f"hubfleet-{kind}-{hashlib.sha256(target.encode()).hexdigest()[:12]}"
+
+
+def _archive_pod(script: str, env: dict[str, str], mounts: list[dict], volumes: list[dict],
+                 image: str) -> dict[str, Any]:
+    """The pod template of an archive Job: one container of ``image`` running ``script`` as an unprivileged user
+    (the chart's uid 1000 and gid 100, which own the hub database and users' files), fit for Pod Security
+    "restricted"; a scratch directory at /tmp."""
+    return {"spec": {
+        "restartPolicy": "Never",
+        "securityContext": {"runAsUser": 1000, "runAsGroup": 100, "fsGroup": 100, "runAsNonRoot": True,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "containers": [{
+            "name": "archive", "image": image, "command": ["python", "-c", script],
+            "env": [{"name": key, "value": value} for key, value in env.items()],
+            "volumeMounts": [*mounts, {"name": "scratch", "mountPath": "/tmp"}],
+            "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            "securityContext": {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True,
+                                "capabilities": {"drop": ["ALL"]}}}],
+        "volumes": [*volumes, {"name": "scratch", "emptyDir": {}}]}}
+
+
+def _job(name: str, namespace: str, pod: dict[str, Any], extra_labels: dict[str, str]) -> dict[str, Any]:
+    meta_labels = {MANAGED_BY[0]: MANAGED_BY[1], **extra_labels}
+    pod.setdefault("metadata", {})["labels"] = dict(meta_labels)
+    return {"apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "namespace": namespace, "labels": meta_labels},
+            "spec": {"backoffLimit": 0, "activeDeadlineSeconds": ARCHIVE_DEADLINE,
+                     "ttlSecondsAfterFinished": ARCHIVE_TTL, "template": pod}}
+
+
+def archive_job(namespace: str, hub: str, target: str, user_claims: dict[str, str], nfs_server: str,
+                nfs_path: str, image: str = ARCHIVE_IMAGE) -> dict[str, Any]:
+    """The Job that archives one hub into ``nfs_server:nfs_path/target``: it mounts the hub database's PVC
+    (:data:`HUB_DB_CLAIM`) and every user's PVC (``user_claims``: {JupyterHub name: claim}) read-only, and the
+    archive location read-write; the pod runs beside the hub's pod (its database volume is ReadWriteOnce).  Pure."""
+    mounts = [{"name": "hub-db", "mountPath": "/hub-db", "readOnly": True},
+              {"name": "archive", "mountPath": "/archive"}]
+    volumes = [{"name": "hub-db", "persistentVolumeClaim": {"claimName": HUB_DB_CLAIM, "readOnly": True}},
+               {"name": "archive", "nfs": {"server": nfs_server, "path": nfs_path}}]
+    for index, (user, claim) in enumerate(sorted(user_claims.items())):
+        mounts.append({"name": f"home-{index}", "mountPath": f"/homes/{user}", "readOnly": True})
+        volumes.append({"name": f"home-{index}", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}})
+    pod = _archive_pod(ARCHIVE_SCRIPT, {"HUB": hub, "TARGET": target}, mounts, volumes, image)
+    pod["spec"]["affinity"] = {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [{
+        "labelSelector": {"matchLabels": {"app": "jupyterhub", "component": "hub"}},
+        "topologyKey": "kubernetes.io/hostname"}]}}
+    return _job(job_name("archive", target), namespace, pod, {HUB_LABEL: _label_value(hub)})
+
+
+def purge_job(target: str, nfs_server: str, nfs_path: str, image: str = ARCHIVE_IMAGE) -> dict[str, Any]:
+    """The Job (in :data:`SYSTEM_NAMESPACE`: the hub's namespace is gone by then) that deletes one archive and the
+    files beside it from the archive location.  Pure."""
+    pod = _archive_pod(PURGE_SCRIPT, {"TARGET": target}, [{"name": "archive", "mountPath": "/archive"}],
+                       [{"name": "archive", "nfs": {"server": nfs_server, "path": nfs_path}}], image)
+    return _job(job_name("purge", target), SYSTEM_NAMESPACE, pod, {})

@@ -23,12 +23,20 @@ The backend state, stored by the console in the clear, holds no secret:
                    handled when ``status.lastHandledReconcileAt`` equals it.
 ``url``            ``https://<host>/`` when the values name an ingress or autohttps host, else None (the address is
                    observed by :meth:`status`).
+
+The console's read-only service token on each hub (``hubfleet``, scoped as on local hubs: what monitoring and usage
+read with) is not kept anywhere: it is derived, ``HMAC-SHA256(service_key, "hubfleet:<uid>")`` in hex, from the
+``service_key`` the console hands the backend (console/crypto.py ``service_key``) and the hub's uid, which the state
+holds.  :meth:`deploy` writes it into the values Secret only; :meth:`api_token` derives it again for the probe.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,9 +46,14 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import ConfigException, new_client_from_config_dict
 
-from clusters.base import LOG_TAIL_BYTES, BackendError, HubLog, HubSpec, HubStatus, Log, register
-from clusters.k8s_manifests import MANAGED_BY, SYSTEM_NAMESPACE, Z2JH_REPOSITORY, hub_objects, masked
+from clusters.base import LOG_TAIL_BYTES, ArchiveResult, BackendError, HubLog, HubSpec, HubStatus, Log, register
+from clusters.k8s_manifests import (ARCHIVE_IMAGE, ARCHIVE_MARK, HUB_DB_CLAIM, MANAGED_BY, SYSTEM_NAMESPACE,
+                                    USER_CLAIM_PREFIX, Z2JH_REPOSITORY, archive_job, hub_objects, masked, purge_job)
 from clusters.k8s_status import classify_helmrelease, classify_runtime, hub_status
+from clusters.config_digest import digest
+from clusters.k8s_manifests import chart_values
+from clusters.local import SERVICE_NAME
+from tenants.render import MASK
 
 STATE_VERSION = 1
 FIELD_MANAGER = "hubfleet"
@@ -96,6 +109,7 @@ KINDS = {kind.kind: kind for kind in (
     Kind("storage.k8s.io/v1", "StorageClass", "storageclasses", False),
     Kind("source.toolkit.fluxcd.io/v1", "HelmRepository", "helmrepositories", True),
     Kind("helm.toolkit.fluxcd.io/v2", "HelmRelease", "helmreleases", True),
+    Kind("batch/v1", "Job", "jobs", True),
 )}
 HELMRELEASE = KINDS["HelmRelease"]
 POD = KINDS["Pod"]
@@ -211,7 +225,9 @@ class KubernetesBackend:
     ``kubeconfig`` is the kubeconfig's text (its current context is used); ``server`` overrides the context's server
     URL.  ``chart_repository`` is the z2jh Helm repository the HelmRepository points at.  ``request_timeout`` bounds
     every API call, in seconds.  Without a kubeconfig only :meth:`manifests` works; everything else raises
-    :class:`BackendError` (``status`` reports it instead).
+    :class:`BackendError` (``status`` reports it instead).  ``service_key`` is the secret each hub's read-only
+    service token is derived from (:meth:`service_token`); without it hubs get a token the chart makes up, which
+    the console cannot know, so :meth:`api_token` gives None.
     """
 
     supervised = False  # Kubernetes restarts the hub's pods itself
@@ -219,11 +235,19 @@ class KubernetesBackend:
     ready_timeout = 20 * 60  # seconds a hub may take to become healthy: Helm's timeout (15m) and a margin
 
     def __init__(self, kubeconfig: str | None = None, server: str | None = None,
-                 chart_repository: str = Z2JH_REPOSITORY, request_timeout: float = 10, **_ignored: Any):
+                 chart_repository: str = Z2JH_REPOSITORY, request_timeout: float = 10,
+                 archive_nfs: dict | None = None, archive_image: str = ARCHIVE_IMAGE,
+                 archive_timeout: float = 3600, archive_poll: float = 2.0, service_key: str | None = None,
+                 **_ignored: Any):
         self._kubeconfig = kubeconfig
         self._server = server
         self.chart_repository = chart_repository
         self.request_timeout = request_timeout
+        self.archive_nfs = archive_nfs or {}  # {"server", "path"}: where archive Jobs write (a cluster setting)
+        self.archive_image = archive_image
+        self.archive_timeout = float(archive_timeout)
+        self.archive_poll = float(archive_poll)
+        self._service_key = service_key
         self._client: ApiClient | None = None
 
     # -- the client -----------------------------------------------------------------------------------------------
@@ -337,7 +361,7 @@ class KubernetesBackend:
 
     def _objects(self, spec: HubSpec) -> list[dict]:
         try:
-            return hub_objects(spec, self.chart_repository)
+            return hub_objects(spec, self.chart_repository, service_token=self.service_token(spec.uid))
         except ValueError as exc:  # no uid, an image without a tag
             raise BackendError(str(exc)) from None
 
@@ -436,6 +460,93 @@ class KubernetesBackend:
         self._delete(HELMRELEASE, state["namespace"], state["release"], log)
         self._delete(NAMESPACE, None, state["namespace"], log)
 
+    # -- archives -----------------------------------------------------------------------------------------------
+
+    def _archive_location(self) -> tuple[str, str]:
+        server, path = self.archive_nfs.get("server"), self.archive_nfs.get("path")
+        if not server or not path:
+            raise BackendError("the cluster has no archive location: set its NFS server and path first")
+        return server, path
+
+    def archive(self, state: dict, target: str, log: Log) -> ArchiveResult:
+        """Run the archive Job (:func:`clusters.k8s_manifests.archive_job`) in the hub's namespace and wait until it
+        ends: it mounts the hub database's PVC and every user's ``claim-<user>`` PVC read-only and writes
+        ``target`` (with its ``.sha256`` and ``.manifest.json``) to the cluster's NFS archive location.  Its result
+        is the last line of its pod's log.  A Job of the same target left by an earlier attempt is replaced.
+        Raises BackendError when the Job fails or outlasts ``archive_timeout``."""
+        if not deployed(state):
+            raise BackendError("the hub was never deployed: there is nothing to archive")
+        server, path = self._archive_location()
+        namespace = state["namespace"]
+        claims = {claim["metadata"]["name"]: claim for claim in self._list(KINDS["PersistentVolumeClaim"], namespace)}
+        if HUB_DB_CLAIM not in claims:
+            raise BackendError(f"the hub's database volume ({HUB_DB_CLAIM}) is not in namespace {namespace}")
+        users = {}
+        for name, claim in claims.items():
+            if name.startswith(USER_CLAIM_PREFIX):
+                annotations = claim["metadata"].get("annotations") or {}
+                users[annotations.get("hub.jupyter.org/username") or name[len(USER_CLAIM_PREFIX):]] = name
+        job = archive_job(namespace, state["release"], target, users, server, path,
+                          self.archive_image)
+        result = self._run_job(job, log, f"archiving the hub database and {len(users)} user volume(s)")
+        return ArchiveResult(location=f"nfs://{server}{path.rstrip('/')}/{target}", size=int(result["size"]),
+                             sha256=result["sha256"], manifest=result["manifest"])
+
+    def purge_archive(self, location: str, log: Log) -> None:
+        """Start the purge Job (:func:`clusters.k8s_manifests.purge_job`, in ``hubfleet-system``) that deletes the
+        archive from the NFS archive location, and return without waiting (the retention pass that calls this must
+        not stall): the deletion happens in the cluster; a Job that fails stays there with its log.  An archive
+        already gone is fine."""
+        server, path = self._archive_location()
+        prefix = f"nfs://{server}{path.rstrip('/')}/"
+        if not location.startswith(prefix):
+            raise BackendError(f"the archive {location} is not in this cluster's archive location")
+        self._start_job(purge_job(location[len(prefix):], server, path, self.archive_image), log,
+                        "deleting the archive")
+
+    def _start_job(self, job: dict, log: Log, what: str) -> None:
+        """Apply ``job``, replacing a Job of its name left by an earlier attempt (a Job's pod template cannot change)."""
+        kind, namespace, name = KINDS["Job"], job["metadata"]["namespace"], job["metadata"]["name"]
+        try:
+            self._request("DELETE", kind.path(namespace, name), describe(kind, namespace, name),
+                          query={"propagationPolicy": "Background"})
+            log(f"deleted Job {name} left by an earlier attempt")
+        except NotFound:
+            pass
+        self._apply(job)
+        log(f"started Job {name} in {namespace}: {what}")
+
+    def _run_job(self, job: dict, log: Log, what: str) -> dict:
+        """Start ``job``, wait until it succeeds or fails, and return the JSON its pod printed after
+        :data:`ARCHIVE_MARK`.  BackendError with the end of the pod's log when it failed."""
+        kind, namespace, name = KINDS["Job"], job["metadata"]["namespace"], job["metadata"]["name"]
+        self._start_job(job, log, what)
+        deadline = time.monotonic() + self.archive_timeout
+        while True:
+            status = self._get(kind, namespace, name).get("status") or {}
+            if status.get("succeeded") or status.get("failed"):
+                break
+            if time.monotonic() > deadline:
+                raise BackendError(f"Job {name} did not finish within {self.archive_timeout:g}s")
+            time.sleep(self.archive_poll)
+        lines = self._job_log(namespace, name)
+        if not status.get("succeeded"):
+            raise BackendError(f"Job {name} failed: " + (" / ".join(lines[-3:]) or "its pod left no log"))
+        found = next((line for line in reversed(lines) if line.startswith(ARCHIVE_MARK)), None)
+        if found is None:
+            raise BackendError(f"Job {name} succeeded but its pod did not report a result")
+        log(f"Job {name} succeeded")
+        return json.loads(found[len(ARCHIVE_MARK):])
+
+    def _job_log(self, namespace: str, name: str) -> list[str]:
+        pods = self._list(POD, namespace, labelSelector=f"job-name={name}")
+        if not pods:
+            return []
+        pod = pods[-1]["metadata"]["name"]
+        text = self._request("GET", POD.path(namespace, pod) + "/log", f"log of pod {namespace}/{pod}",
+                             query={"limitBytes": LOG_TAIL_BYTES}, as_text=True)
+        return text.splitlines()
+
     def status(self, state: dict) -> HubStatus:
         """The hub as the cluster shows it; never raises."""
         if not deployed(state):
@@ -480,7 +591,18 @@ class KubernetesBackend:
         """The status from a HelmRelease and its namespace's objects; pure."""
         deploy = classify_helmrelease(release, want_chart_version=state.get("chart_version") or None,
                                       token=state.get("token"))
-        return hub_status(deploy, classify_runtime(objects), url=state.get("url"))
+        # the values the HelmRelease holds now: what Helm installs, whoever wrote them last
+        return replace(hub_status(deploy, classify_runtime(objects), url=state.get("url")),
+                       config_digest=digest((release.get("spec") or {}).get("values") or {}))
+
+    @staticmethod
+    def config_digest(spec: HubSpec) -> str | None:
+        """The digest of the HelmRelease values :meth:`deploy` writes for ``spec`` (secrets stay in the values
+        Secret, so they are not part of it); None when the spec cannot make them."""
+        try:
+            return digest(chart_values(spec))
+        except ValueError:
+            return None
 
     @staticmethod
     def missing(state: dict) -> HubStatus:
@@ -508,7 +630,8 @@ class KubernetesBackend:
         When the hub's container has restarted and is not running now (CrashLoopBackOff), the log of its previous run
         is the one that says why: that one is read (``previous=true``), and ``reason`` says so.  ``tailLines`` bounds
         what the API sends; ``limitBytes`` is not used, since it keeps the *first* bytes of the tail and would cut off
-        the newest lines.  What comes is cut to its last :data:`LOG_TAIL_BYTES` here."""
+        the newest lines.  What comes is cut to its last :data:`LOG_TAIL_BYTES` here, and the hub's service token
+        (:meth:`api_token`) is blanked in it."""
         if not deployed(state):
             return HubLog(reason="the hub was never deployed, so it has no log yet")
         namespace = state["namespace"]
@@ -535,6 +658,9 @@ class KubernetesBackend:
         source = f"Pod {namespace}/{name}" + (" (previous run)" if previous else "")
         recent = answer[-LOG_TAIL_BYTES:].splitlines()[len(answer) > LOG_TAIL_BYTES:]  # a cut first line dropped
         tail = recent[-lines:] if lines > 0 else []
+        token = self.api_token(state)
+        if token:
+            tail = [line.replace(token, MASK) for line in tail]
         if previous:
             return HubLog(lines=tail, source=source, reason=f"the hub's container is not running (restarted {restarts} "
                                                             f"times): these lines are from its last run")
@@ -543,8 +669,21 @@ class KubernetesBackend:
     def api_url(self, state: dict) -> str | None:
         return f"{state['url']}hub/api/" if state.get("url") else None
 
+    def service_token(self, uid: str | None) -> str | None:
+        """The read-only service token of the hub with fleet-unique id ``uid``: the same for the hub's whole life,
+        different for every hub, and useless for guessing another's (HMAC under ``service_key``); None without a
+        ``service_key`` or a uid.  Pure."""
+        if not self._service_key or not uid:
+            return None
+        return hmac.new(self._service_key.encode(), f"{SERVICE_NAME}:{uid}".encode(), hashlib.sha256).hexdigest()
+
     def api_token(self, state: dict, purpose: str = "probe") -> str | None:
-        return None
+        """The hub's read-only service token for ``purpose`` "probe" (:meth:`service_token` of the uid its state
+        holds); None for "check" (no Kubernetes hub has a token that may start servers) and for a hub never
+        deployed.  A hub last deployed before it had this service refuses the token until its next deploy."""
+        if purpose != "probe" or not deployed(state):
+            return None
+        return self.service_token(state.get("uid"))
 
     # -- onboarding -----------------------------------------------------------------------------------------------
 

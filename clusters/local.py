@@ -2,7 +2,10 @@
 
 Each hub gets a directory ``<root>/<slug>/`` (mode 0700) holding a fixed ``jupyterhub_config.py``, the rendered
 ``settings.json`` (ports, paths, the console's service token), JupyterHub's own SQLite database, its cookie secret and
-``hub.log``, each of mode 0600.  JupyterHub starts configurable-http-proxy itself.
+``hub.log``, each of mode 0600.  JupyterHub starts configurable-http-proxy itself.  At start the config file
+records the digest of the settings it loaded, with its process id, in ``running-config.json``
+(``clusters/config_digest.py``): :meth:`LocalBackend.status` reports it, and the console compares it with what it
+would deploy (drift).
 
 Hub users are kept apart the way The Littlest JupyterHub does it.  When the console runs as root, every hub user's
 server runs as a system account of its own (``hf-<hub>-<user>-<hash>``, created at the user's first start by the
@@ -17,6 +20,10 @@ Every process that belongs to a hub (JupyterHub, its proxy, its single-user serv
 ``HUBFLEET_HUB_DIR=<its directory>``.  That marker, not a remembered pid, is how the backend finds a hub's processes:
 after a console crash between starting a hub and saving its state, the next ``deploy`` adopts the running process
 instead of starting a second one, and ``remove`` never leaves a proxy or a notebook server behind.
+
+A decommissioned hub is archived (``archive``) into ``<archives>/<name>.tar.gz`` (``archives`` beside ``root`` by
+default; layout in ``clusters/archives.py``); ``restore_archive`` puts one into a new hub before its first start,
+making its users' accounts as the spawner would (``local_accounts.py``, shared with the hub).
 """
 from __future__ import annotations
 
@@ -40,10 +47,13 @@ from pathlib import Path
 import httpx
 import psutil
 
-from clusters.base import LOG_TAIL_BYTES, BackendError, HubLog, HubSpec, HubStatus, Log, register
+from clusters import archives as archive_files
+from clusters.base import LOG_TAIL_BYTES, ArchiveResult, BackendError, HubLog, HubSpec, HubStatus, Log, register
 from clusters.environments import EnvironmentSetupError, python_for, unreachable
+from clusters.local_accounts import account_name, ensure_account
 from clusters.synthetic import CHECK_USER
 from clusters.local_files import write_hub_config
+from clusters.config_digest import RECORD, settings_digest
 
 MARKER = "HUBFLEET_HUB_DIR"
 SERVICE_NAME = "hubfleet"
@@ -167,6 +177,7 @@ class LocalBackend:
     ``port_range`` is ``(first, last)`` inclusive; each hub takes three ports from it.  ``python`` is the interpreter
     whose environment has JupyterHub installed (a release may name another).  ``homes`` holds the home directories of
     hub users' system accounts.  ``ip`` is where hubs serve when they have system accounts; 127.0.0.1 otherwise.
+    ``archives`` is where decommissioned hubs' archives go (default: ``archives`` beside ``root``, mode 0700).
     """
 
     supervised = True  # nothing else restarts a local hub whose process died
@@ -175,8 +186,10 @@ class LocalBackend:
 
     def __init__(self, root: str, port_range: tuple[int, int] | list[int] = (18000, 18999), ip: str = "127.0.0.1",
                  python: str | None = None, proxy_command: str | None = None, start_timeout: int = 60,
-                 singleuser_cmd: list[str] | None = None, environments: str | None = None, homes: str = "/home"):
+                 singleuser_cmd: list[str] | None = None, environments: str | None = None, homes: str = "/home",
+                 archives: str | None = None):
         self.root = Path(root)
+        self.archives = Path(archives) if archives else self.root.parent / "archives"
         self.port_range = (int(port_range[0]), int(port_range[1]))
         self.accounts = can_create_accounts()
         self.ip = ip if self.accounts else "127.0.0.1"
@@ -406,6 +419,76 @@ class LocalBackend:
         shutil.copyfile(backup, hub_dir / "jupyterhub.sqlite")
         log(f"restored the hub's database from {backup}")
 
+    # -- archives -----------------------------------------------------------------------------------------------
+
+    def _home_of(self, hub_dir: Path, username: str) -> Path | None:
+        """Where the hub's spawner keeps ``username``'s home (None: the user never had one)."""
+        if not self.accounts:
+            home = hub_dir / "home" / username
+            return home if home.is_dir() else None
+        try:
+            return Path(pwd.getpwnam(account_name(hub_dir.name, str(hub_dir), username)).pw_dir)
+        except KeyError:
+            return None
+
+    def archive(self, state: dict, target: str, log: Log) -> ArchiveResult:
+        """Write ``<archives>/<target>``: the hub's database, copied with SQLite's online backup (consistent while
+        JupyterHub writes), and the home of every user in that copy (found as the spawner made it: the user's
+        system account, or ``home/<user>`` without root).  The hub keeps running."""
+        hub_dir = self._dir_of(state)
+        if hub_dir is None or not (hub_dir / "jupyterhub.sqlite").exists():
+            raise BackendError("the hub has no database to archive: it never started")
+        copy = Path(self.backup(state, f"archive-{secrets.token_hex(4)}", log))
+        try:
+            with contextlib.closing(sqlite3.connect(copy)) as db:
+                users = [row[0] for row in db.execute("SELECT name FROM users ORDER BY name")]
+            homes = {name: self._home_of(hub_dir, name) for name in users}
+            result = archive_files.write(self.archives / target, hub_dir.name, copy, homes)
+        finally:
+            copy.unlink(missing_ok=True)
+        log(f"archived the database and {sum(1 for h in homes.values() if h)} home(s) of {len(users)} user(s) "
+            f"to {result.location} ({result.size} bytes, sha256 {result.sha256})")
+        return result
+
+    def restore_archive(self, spec: HubSpec, state: dict, archive: str, log: Log, sha256: str | None = None) -> None:
+        """Put the archive's database into the new hub's directory and each user's home where the hub's spawner
+        will look for it: with root, in a system account made exactly as ``SystemAccountSpawner`` makes it (same
+        name, comment and home; ``local_accounts.py``), its files owned by that account; without root, in
+        ``home/<user>``.  At its first start JupyterHub finds its users in the database and the spawner adopts the
+        accounts.  Refuses a hub that already runs and an archive whose ``sha256`` does not match."""
+        hub_dir = self.hub_dir(spec.slug)
+        if self._main_process(hub_dir) is not None:
+            raise BackendError(f"hub {spec.slug} is running already: an archive is restored before its first start")
+        _private_dir(self.root)
+        _private_dir(hub_dir)
+        with archive_files.open_checked(archive, sha256) as tar:
+            manifest = archive_files.manifest_of(tar)
+            archive_files.extract_database(tar, hub_dir / "jupyterhub.sqlite")
+            log(f"restored the hub's database from {Path(archive).name}")
+            for user in manifest.get("users", []):
+                name = user["name"]
+                if self.accounts:
+                    try:
+                        entry = ensure_account(account_name(spec.slug, str(hub_dir), name), str(hub_dir),
+                                               str(self.homes))
+                    except RuntimeError as exc:
+                        raise BackendError(str(exc)) from None
+                    home, owner = Path(entry.pw_dir), (entry.pw_uid, entry.pw_gid)
+                else:
+                    home, owner = hub_dir / "home" / name, (None, None)
+                    home.mkdir(mode=0o700, parents=True, exist_ok=True)
+                files = archive_files.extract_home(tar, name, home, *owner)
+                log(f"restored {name}'s home ({files} file(s))"
+                    + (f" for account {home.name}" if self.accounts else ""))
+
+    def purge_archive(self, location: str, log: Log) -> None:
+        path = Path(location)
+        if path.exists():
+            path.unlink()
+            log(f"deleted the archive {path}")
+        else:
+            log(f"the archive {path} was already gone")
+
     def _start(self, hub_dir: Path, ports: dict[str, int], python: str, log: Log) -> dict:
         self._stop(hub_dir, log)  # a proxy left by a killed hub would hold the ports
         busy = [p for p in ports.values() if not self._wait_port_free(p)]
@@ -505,9 +588,34 @@ class LocalBackend:
             shutil.rmtree(hub_dir)
             log(f"removed {hub_dir}")
 
+    @staticmethod
+    def config_digest(spec: HubSpec) -> str:
+        """The digest a hub started with ``spec`` records of the settings it loads (machine settings aside)."""
+        return settings_digest(spec.full_config())
+
+    @staticmethod
+    def _loaded_digest(hub_dir: Path, pid: int) -> str | None:
+        """The digest the JupyterHub process ``pid`` recorded of the settings it loaded at start, or None (a hub
+        started before hubs recorded one, or the record of an earlier process)."""
+        try:
+            record = json.loads((hub_dir / RECORD).read_text())
+        except (OSError, ValueError):
+            return None
+        if not isinstance(record, dict) or record.get("pid") != pid or not isinstance(record.get("digest"), str):
+            return None
+        return record["digest"]
+
+    def running_digest(self, state: dict) -> str | None:
+        """Cheap (no network): the digest of the settings the hub's running JupyterHub loaded; None when it does
+        not run or recorded none."""
+        hub_dir = self._dir_of(state)
+        main = self._main_process(hub_dir, state.get("pid")) if hub_dir is not None else None
+        return self._loaded_digest(hub_dir, main.pid) if main is not None else None
+
     def status(self, state: dict) -> HubStatus:
         hub_dir = self._dir_of(state)
-        if hub_dir is None or self._main_process(hub_dir, state.get("pid")) is None:
+        main = self._main_process(hub_dir, state.get("pid")) if hub_dir is not None else None
+        if main is None:
             return HubStatus(running=False, ready=False, url=state.get("url"),
                              phase="failed" if hub_dir is not None and hub_dir.exists() else "pending",
                              message="JupyterHub is not running" + self._log_tail(hub_dir))
@@ -528,7 +636,8 @@ class LocalBackend:
                              headers={**headers, "Accept": "application/jupyterhub-pagination+json"})
             users = page.json()["_pagination"]["total"]
         return HubStatus(running=True, ready=True, url=url, version=version, users=users, phase="succeeded",
-                         message=SINGLE_USER if state.get("isolation") == "single-user" else "")
+                         message=SINGLE_USER if state.get("isolation") == "single-user" else "",
+                         config_digest=self._loaded_digest(hub_dir, main.pid))
 
     def alive(self, state: dict) -> bool | None:
         hub_dir = self._dir_of(state)

@@ -1,4 +1,4 @@
-"""The fixed files of a local hub's directory: its config file and the modules of the logins it may import."""
+"""The fixed files of a local hub's directory: its config file and the modules it imports (logins, accounts)."""
 from __future__ import annotations
 
 import os
@@ -7,7 +7,10 @@ from pathlib import Path
 from tenants.auth import FEDERATED_SOURCE, FIRST_ADMIN_SOURCE
 
 SOURCES = {"jupyterhub_config.py": Path(__file__).with_name("local_jupyterhub_config.py"),
-           "first_admin_authenticator.py": FIRST_ADMIN_SOURCE, "federated_authenticator.py": FEDERATED_SOURCE}
+           "local_accounts.py": Path(__file__).with_name("local_accounts.py"),
+           "first_admin_authenticator.py": FIRST_ADMIN_SOURCE, "federated_authenticator.py": FEDERATED_SOURCE,
+           # the hub digests the settings it loads with the console's own function (drift)
+           "config_digest.py": Path(__file__).with_name("config_digest.py")}
 
 
 def write_hub_config(directory: Path) -> Path:

@@ -1,5 +1,6 @@
 # The fixed JupyterHub config file of a local Hubfleet hub.  Everything hub-specific is in settings.json beside it,
-# written by clusters/local.py: traitlets sections mapped to values, applied here as they are.
+# written by clusters/local.py: traitlets sections mapped to values, applied here as they are.  Before applying them it
+# records their digest (config_digest.py, copied beside it) for the console's drift report.
 #
 # It also defines the hub's own classes, named in settings.json by the names in OWN_CLASSES (this file runs with the
 # hub's JupyterHub environment, which has no Hubfleet installed, so they live here and use the standard library):
@@ -9,16 +10,12 @@
 # - SystemAccountSpawner: every hub user's server runs as a system account of its own (the console runs as root);
 # - OnePersonSpawner: without root every server runs as the console's own user, so the hub serves one person.
 import asyncio
-import hashlib
 import json
 import os
 import pathlib
 import pwd
-import re
 import signal
-import subprocess
 import sys
-import threading
 
 from jupyterhub.spawner import LocalProcessSpawner, SimpleLocalProcessSpawner, set_user_setuid
 from traitlets import List, Unicode
@@ -29,46 +26,9 @@ from traitlets import List, Unicode
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the backend writes the login's module beside us
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # the backend writes our modules beside us
 from first_admin_authenticator import FirstAdminAuthenticator  # noqa: E402
-
-
-ACCOUNT_COMMENT = "hubfleet {}"  # the comment (GECOS) field of a hub's accounts names its directory; see local.py
-_useradd = threading.Lock()  # one account change at a time from this hub (shadow's own lock spans processes)
-
-
-def account_name(hub, hub_dir, username):
-    """``hf-<hub>-<user>-<hash>``: readable, at most 32 characters (the Linux limit), unique per hub directory and
-    user (the hash covers both, so two consoles' hubs of one name, or names that only differ where they were cut
-    or cleaned, never share an account)."""
-    digest = hashlib.sha256(f"{hub_dir}\0{username}".encode()).hexdigest()[:7]
-    readable = re.sub(r"[^a-z0-9]+", "-", f"{hub}-{username}".lower())[:21].strip("-")
-    return f"hf-{readable}-{digest}"
-
-
-def ensure_account(name, hub_dir, home_root):
-    """Create the system account ``name`` with a private home (mode 0700) unless it exists; returns its pwd entry.
-
-    Refuses an existing account that is not this hub's (its comment names another hub directory, or none).
-    """
-    comment = ACCOUNT_COMMENT.format(hub_dir)
-    with _useradd:
-        try:
-            found = pwd.getpwnam(name)
-        except KeyError:
-            home = os.path.join(home_root, name)
-            done = subprocess.run(["useradd", "--comment", comment, "--home-dir", home, "--create-home",
-                                   "--shell", "/bin/bash", "--user-group", name],
-                                  stdin=subprocess.DEVNULL, capture_output=True, text=True)
-            try:
-                found = pwd.getpwnam(name)
-            except KeyError:
-                raise RuntimeError(f"could not create the system account {name}: "
-                                   f"{done.stderr.strip()[:300]}") from None
-    if found.pw_gecos != comment:
-        raise RuntimeError(f"the system account {name} exists and is not one of this hub's")
-    os.chmod(found.pw_dir, 0o700)
-    return found
+from local_accounts import account_name, ensure_account  # noqa: E402  (shared with the backend: local_accounts.py)
 
 
 class SystemAccountSpawner(LocalProcessSpawner):
@@ -131,6 +91,21 @@ def own_class(name):
     return OWN_CLASSES.get(name, name)
 
 
-for section, values in json.loads((pathlib.Path(__file__).parent / "settings.json").read_text()).items():
+def record_digest(settings):
+    """Write the digest of the settings this hub loaded, with its process id, to ``config_digest.RECORD`` (mode
+    0600, replaced whole): the console compares it with what it would deploy now (drift)."""
+    from config_digest import RECORD, settings_digest
+
+    here = pathlib.Path(__file__).parent
+    partial = here / f".{RECORD}.{os.getpid()}"
+    fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        json.dump({"digest": settings_digest(settings), "pid": os.getpid()}, out)
+    os.replace(partial, here / RECORD)
+
+
+_settings = json.loads((pathlib.Path(__file__).parent / "settings.json").read_text())
+record_digest(_settings)
+for section, values in _settings.items():
     for key, value in values.items():
         c[section][key] = own_class(value) if key.endswith("_class") and isinstance(value, str) else value

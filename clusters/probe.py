@@ -2,9 +2,12 @@
 
 ``sweep(targets)`` asks every hub ``GET /hub/health``, then ``GET /hub/api/`` (version), ``GET /hub/metrics`` and,
 with the hub's read-only service token, ``GET /hub/api/users?state=active`` page by page (whose servers run, since
-when, last active: what "My hubs" shows), and returns one :class:`ProbeResult` per target.  A hub that is slow or
-dead costs at most ``timeout`` seconds of one pool slot, so while fewer hubs are dead than the pool has slots, the
-whole sweep takes at most one timeout longer than it would with every hub alive.
+when, last active: what "My hubs" shows), and returns one :class:`ProbeResult` per target.  The users a target names
+as ``running`` whom that list no longer has are asked for one by one (``GET /hub/api/users/{name}
+?include_stopped_servers``), so the hub itself says when their servers stopped (usage accounting).
+
+A hub that is slow or dead costs at most ``timeout`` seconds of one pool slot, so while fewer hubs are dead than the
+pool has slots, the whole sweep takes at most one timeout longer than it would with every hub alive.
 """
 from __future__ import annotations
 
@@ -14,7 +17,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -24,6 +27,7 @@ class Target:
     key: int  # the caller's id for the hub
     url: str  # the hub's public URL, ending in "/"
     token: str | None = None
+    running: tuple[str, ...] = ()  # users the caller holds as running: asked when no longer listed (ServerStop)
 
 
 @dataclass(frozen=True)
@@ -34,6 +38,20 @@ class ServerSeen:
     state: str
     started: datetime | None = None
     last_activity: datetime | None = None
+
+
+@dataclass(frozen=True)
+class ServerStop:
+    """What the hub says of a server the caller held as running that its active list no longer has.
+
+    JupyterHub sets a server's last activity to the moment it stops it (``User.stop``), so a stopped server's
+    ``last_activity`` is its stop time.  ``stopped`` None: the hub cannot say (the user is gone, the token may not
+    read them, or the server has no record).  ``restarted``: the server runs again, since then (a new session).
+    """
+
+    username: str
+    stopped: datetime | None = None
+    restarted: datetime | None = None
 
 
 @dataclass
@@ -52,6 +70,7 @@ class ProbeResult:
     # The active users' servers; None when they were not asked or could not be read (nothing is known then).
     servers: list[ServerSeen] | None = None
     servers_complete: bool = True  # False: more pages than MAX_USER_PAGES, so a user not listed may still be active
+    stops: list[ServerStop] = field(default_factory=list)  # of the target's ``running`` users no longer listed
 
 
 def parse_metrics(text: str) -> dict:
@@ -77,6 +96,7 @@ def parse_metrics(text: str) -> dict:
 
 USERS_PAGE = 200  # JupyterHub's default largest page
 MAX_USER_PAGES = 50  # at most this many pages of active users per hub and sweep (10,000 users)
+MAX_STOP_LOOKUPS = 25  # at most this many stopped servers asked about per hub and sweep; the rest at the next one
 PAGINATION = "application/jupyterhub-pagination+json"
 
 
@@ -106,6 +126,23 @@ def parse_users(items: list) -> list[ServerSeen]:
         seen.append(ServerSeen(item["name"], state, _when(server.get("started")),
                                _when(server.get("last_activity")) or _when(item.get("last_activity"))))
     return seen
+
+
+def parse_stop(username: str, status: int, body: bytes) -> ServerStop:
+    """What ``GET /hub/api/users/{name}?include_stopped_servers`` answered of the user's server (the default one,
+    else their first named one); pure.  A 404 or 403, or a model without that server, says nothing: ``stopped``
+    None."""
+    model = json.loads(body) if status == 200 else None
+    if not isinstance(model, dict):
+        return ServerStop(username)
+    servers = model.get("servers") if isinstance(model.get("servers"), dict) else {}
+    server = servers.get("") or next(iter(servers.values()), None)
+    if not isinstance(server, dict):
+        return ServerStop(username)
+    started = _when(server.get("started"))
+    if started is not None and not server.get("stopped"):
+        return ServerStop(username, restarted=started)
+    return ServerStop(username, stopped=_when(server.get("last_activity")) or _when(model.get("last_activity")))
 
 
 MAX_BODY = 4 * 1024 * 1024  # a hub's answer larger than this is refused, not read into memory
@@ -209,6 +246,19 @@ async def _active_servers(connection: _Connection, headers: dict[str, str]) -> t
     return seen, False
 
 
+async def _stops(connection: _Connection, headers: dict[str, str], usernames: list[str]) -> list[ServerStop]:
+    """Ask the hub about each of ``usernames`` (at most ``MAX_STOP_LOOKUPS``); an answer other than 200, 403 or 404
+    (a hub in trouble) stops the asking: those not asked are asked at the next sweep."""
+    found = []
+    for name in usernames[:MAX_STOP_LOOKUPS]:
+        status, body = await connection.get(f"hub/api/users/{quote(name, safe='')}?include_stopped_servers=1",
+                                             headers)
+        if status not in (200, 403, 404):
+            break
+        found.append(parse_stop(name, status, body))
+    return found
+
+
 async def _probe(target: Target, timeout: float, tls: ssl.SSLContext) -> ProbeResult:
     start = time.monotonic()
     result = ProbeResult(key=target.key, up=False, duration=0.0)
@@ -230,6 +280,10 @@ async def _probe(target: Target, timeout: float, tls: ssl.SSLContext) -> ProbeRe
                     setattr(result, key, value)
             if target.token:
                 result.servers, result.servers_complete = await _active_servers(connection, headers)
+                if result.servers is not None and result.servers_complete and target.running:
+                    listed = {server.username for server in result.servers}
+                    result.stops = await _stops(connection, headers,
+                                                [name for name in target.running if name not in listed])
     except TimeoutError:
         result.error = f"no answer within {timeout:g}s"
     except (ConnectionError, ProtocolError) as exc:

@@ -185,12 +185,25 @@ def token_create(email, name, scopes, expires_days):
 @main.command("export")
 @with_appcontext
 def export():
-    """Print every institution's config and policy and every hub as JSON (no secret is ever included)."""
-    import json
+    """Print the fleet as a document `hubfleet apply` takes: institutions (policy, config, blackouts), releases and
+    hubs, as JSON (secrets only as references, never a value)."""
+    from console.services import fleet_code
 
-    from console.services.config import export_fleet
+    click.echo(fleet_code.dumps(fleet_code.export_document()), nl=False)
 
-    click.echo(json.dumps(export_fleet(), indent=2, sort_keys=True, default=str))
+
+@main.command("apply")
+@click.argument("file", type=click.File("r"))
+@click.option("--user", "email", required=True, help="The operator account the changes are made as.")
+@click.option("--yes", is_flag=True, help="Apply without asking (after printing the plan).")
+@with_appcontext
+def apply(file, email, yes):
+    """Plan a fleet document (FILE, or - for standard input) against the fleet, print what it creates, changes and
+    deletes, and apply it once confirmed.  Exits 2 with the field errors of an invalid document, changing
+    nothing."""
+    from console.fleet_cli import run_apply
+
+    sys.exit(run_apply(file, email, yes))
 
 
 @main.group()

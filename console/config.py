@@ -48,6 +48,7 @@ DEFAULTS = {
     "MAX_JSON_DEPTH": 32,  # nesting of a JSON body (see console/limits.py)
     "MAX_JSON_ITEMS": 10000,  # entries of any one list or object in a JSON body
     "MAX_PENDING_OPERATIONS": 20,  # per institution: unfinished hub operations; more are refused with 429
+    "ARCHIVE_RETENTION_DAYS": 90,  # how long a decommissioned hub's archive is kept before it is purged
     "LOCAL_PORT_RANGE": [18000, 18999],
     "LOCAL_HUB_IP": "127.0.0.1",
     "TERRAFORM_BIN": "terraform",
@@ -74,6 +75,15 @@ DEFAULTS = {
     "PUBLIC_URL": None,
     # Proxies in front of the console whose X-Forwarded-For/-Proto/-Host/-Port to believe (0: none; 1: one nginx).
     "PROXY_COUNT": 0,
+    # Alert email to hubs' contacts (console/services/alert_email.py).  SMTP_HOST "" turns it off.  The password is
+    # read from here only (settings file or HUBFLEET_SMTP_PASSWORD), never shown or logged.
+    "SMTP_HOST": "",
+    "SMTP_PORT": 587,
+    "SMTP_SECURITY": "starttls",  # "starttls" | "ssl" (implicit TLS, usually port 465) | "none"
+    "SMTP_USERNAME": "",  # "" sends without logging in
+    "SMTP_PASSWORD": "",
+    "SMTP_FROM": "hubfleet@localhost",
+    "SMTP_TIMEOUT": 10,  # seconds for the connection and each command; a pass waits at most this long per try
 }
 
 

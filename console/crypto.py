@@ -6,6 +6,8 @@ run ``hubfleet secrets rotate`` (re-encrypts everything with it), then drop the 
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import os
 from pathlib import Path
@@ -42,9 +44,23 @@ def decrypt_json(token: str | None) -> dict:
     return json.loads(_fernet().decrypt(token.encode())) if token else {}
 
 
+def service_key() -> str:
+    """The key Kubernetes hubs' read-only service tokens are derived from (clusters/kubernetes.py
+    ``KubernetesBackend.service_token``: an HMAC of the hub's id under it), so the console needs to store none.
+
+    It is an HMAC of a fixed label under the console's ``SECRET_KEY``, not under ``ENCRYPTION_KEYS``: rotating the
+    encryption keys (``hubfleet secrets rotate``, then dropping the old key) must not change a token a running hub
+    was deployed with, or its servers would go unlisted until its next deploy.  A new ``SECRET_KEY`` does change
+    every such token; each hub takes its new one at its next deploy (restart).  The backend never sees
+    ``SECRET_KEY`` itself."""
+    secret = current_app.config["SECRET_KEY"]
+    return hmac.new(secret.encode() if isinstance(secret, str) else secret,
+                    b"hubfleet: Kubernetes hubs' service tokens", hashlib.sha256).hexdigest()
+
+
 def rotate(token: str) -> str:
     """Re-encrypt under the newest key."""
     return _fernet().rotate(token.encode()).decode() if token else ""
 
 
-__all__ = ["InvalidToken", "decrypt_json", "encrypt_json", "load_keys", "rotate"]
+__all__ = ["InvalidToken", "decrypt_json", "encrypt_json", "load_keys", "rotate", "service_key"]

@@ -89,6 +89,8 @@ class Cluster(db.Model):
     # Kubernetes onboarding: the last check's results [{"name", "ok", "detail", "fix"}] and when it ran (None: never).
     checks: Mapped[list] = mapped_column(JSON, default=list)
     checked_at: Mapped[datetime | None]
+    # Usage showback (migration 0014): {"currency", "server_hour", "cpu_hour", "gb_hour"} set by operators; {}: none.
+    prices: Mapped[dict] = mapped_column(JSON, default=dict)
 
 
 class Release(db.Model):
@@ -140,6 +142,13 @@ class Hub(db.Model):
     # Supervision (local hubs): restarts after the hub's processes died, counted until it stays healthy a while.
     restart_count: Mapped[int] = mapped_column(default=0)
     restarted_at: Mapped[datetime | None]
+    # Usage (migration 0014): when a sweep last listed the hub's servers; a longer pause than a few probe intervals
+    # is a gap in its usage (UsageGap).  None: never listed.
+    servers_listed_at: Mapped[datetime | None]
+    # Drift (migration 0016): the digest of the configuration the hub reported running (clusters/config_digest.py)
+    # and when it was read; None: unknown (down, or started before hubs reported one).
+    config_digest: Mapped[str | None] = mapped_column(String(64))
+    config_digest_at: Mapped[datetime | None]
     # Opaque to the console: what the backend needs to find the hub again.
     backend_state: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -545,6 +554,12 @@ class Alert(db.Model):
     notified_at: Mapped[datetime | None]
     recovery_notified_at: Mapped[datetime | None]
     last_error: Mapped[str] = mapped_column(Text, default="")
+    # Email to the hub's contacts (migration 0017; console/services/alert_email.py): when the alert and its recovery
+    # were emailed, the last failed try (retried after a pause) and what institution admins may read of it.
+    emailed_at: Mapped[datetime | None]
+    recovery_emailed_at: Mapped[datetime | None]
+    email_tried_at: Mapped[datetime | None]
+    email_error: Mapped[str] = mapped_column(Text, default="")
 
     hub: Mapped[Hub] = relationship(lazy="joined", innerjoin=True)
 
@@ -637,3 +652,117 @@ def _mint_usernames(session, flush_context, instances) -> None:
     """Every new account gets its username when first written, from its email, unless one was minted already."""
     for user in [o for o in session.new if isinstance(o, User) and not o.username]:
         user.username = mint_username(session, user.email)
+
+
+# -- usage (migration 0014) ------------------------------------------------------------------------------------------
+
+class ServerSession(db.Model):
+    """One run of one user's server on one hub, from the times the hub reports (console/services/usage.py): from
+    its ``started`` until it stopped (``ended``; None while it runs).  ``end_exact``: the hub said when it stopped;
+    otherwise it ended the last time a sweep saw it running.  ``cpu`` (cores) and ``memory`` (GB): what a Kubernetes
+    hub's servers request (its effective environment's guarantees, else limits) when the session began; None
+    elsewhere.  (hub, username, started) names a session once, however many sweeps see it."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hub_id: Mapped[int] = mapped_column(ForeignKey("hub.id"))
+    username: Mapped[str] = mapped_column(String(255))
+    started: Mapped[datetime]
+    ended: Mapped[datetime | None]
+    end_exact: Mapped[bool] = mapped_column(default=False)
+    last_seen: Mapped[datetime]  # the console's time of the last sweep that listed it running
+    last_activity: Mapped[datetime | None]
+    cpu: Mapped[float | None]
+    memory: Mapped[float | None]
+
+    __table_args__ = (UniqueConstraint("hub_id", "username", "started", name="uq_server_session_hub_user_started"),
+                      Index("ix_server_session_hub_ended", "hub_id", "ended"),
+                      Index("ix_server_session_started", "started"))
+
+
+class UsageGap(db.Model):
+    """A span in which the sweeps did not list a hub's servers (down, unreachable, or no sweep ran) for longer than
+    a few probe intervals: servers that started and stopped inside it are not known."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hub_id: Mapped[int] = mapped_column(ForeignKey("hub.id"))
+    start: Mapped[datetime]
+    end: Mapped[datetime]
+
+    __table_args__ = (Index("ix_usage_gap_hub_start", "hub_id", "start"),)
+
+
+
+# -- archives and decommission (migration 0015) ---------------------------------------------------------------------
+
+# A decommission request: asked (pending), refused, or approved, after which its operation archives and removes the
+# hub (running) and it ends done or failed (the hub kept, nothing removed: it may be approved again).
+DECOMMISSION_STATES = ("pending", "refused", "running", "done", "failed")
+ARCHIVE_STATES = ("kept", "purged")
+
+
+class Archive(db.Model):
+    """What was kept of a decommissioned hub: one file (``location``) with its database and users' homes.  The hub
+    is named by slug and institution id as they were: its row goes to deleted and its slug may be used again."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hub_id: Mapped[int | None] = mapped_column(ForeignKey("hub.id"))
+    hub_slug: Mapped[str] = mapped_column(String(63))
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institution.id"), index=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("cluster.id"))
+    backend: Mapped[str] = mapped_column(String(40))
+    location: Mapped[str] = mapped_column(String(1000))
+    size: Mapped[int] = mapped_column(db.BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    manifest: Mapped[dict] = mapped_column(JSON, default=dict)  # clusters.base.ArchiveResult.manifest
+    state: Mapped[str] = mapped_column(String(20), default="kept")  # one of ARCHIVE_STATES
+    created_by: Mapped[str] = mapped_column(String(254))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    retain_until: Mapped[datetime] = mapped_column(index=True)
+    purged_at: Mapped[datetime | None]
+
+    institution: Mapped[Institution] = relationship(lazy="joined", innerjoin=True)
+    cluster: Mapped[Cluster] = relationship(lazy="joined", innerjoin=True)
+
+
+class DecommissionRequest(db.Model):
+    """Someone asked for a hub to be decommissioned (``reason``); an operator refuses (``note`` says why) or
+    approves it, which queues the operation that archives the hub, then removes it."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    hub_id: Mapped[int] = mapped_column(ForeignKey("hub.id"), index=True)
+    requested_by: Mapped[str] = mapped_column(String(254))
+    requested_at: Mapped[datetime] = mapped_column(default=utcnow)
+    reason: Mapped[str] = mapped_column(Text)
+    state: Mapped[str] = mapped_column(String(20), default="pending")  # one of DECOMMISSION_STATES
+    decided_by: Mapped[str | None] = mapped_column(String(254))
+    decided_at: Mapped[datetime | None]
+    note: Mapped[str] = mapped_column(Text, default="")
+    operation_id: Mapped[int | None] = mapped_column(ForeignKey("operation.id"))
+    archive_id: Mapped[int | None] = mapped_column(ForeignKey("archive.id"))
+
+    hub: Mapped[Hub] = relationship(lazy="joined", innerjoin=True)
+    operation: Mapped[Operation | None] = relationship(lazy="joined")
+    archive: Mapped[Archive | None] = relationship(lazy="joined")
+
+
+# -- contacts (migration 0017) ---------------------------------------------------------------------------------------
+
+CONTACT_KINDS = ("technical", "administrative")
+
+
+class Contact(db.Model):
+    """Someone to reach about an institution's hubs (console/services/contacts.py): the institution's own
+    (``hub_id`` None, for all its hubs) or one hub's.  Which of them an alert is emailed to: ``contacts.recipients``."""
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    institution_id: Mapped[int] = mapped_column(ForeignKey("institution.id"), index=True)
+    hub_id: Mapped[int | None] = mapped_column(ForeignKey("hub.id"), index=True)
+    kind: Mapped[str] = mapped_column(String(20))  # one of CONTACT_KINDS
+    name: Mapped[str] = mapped_column(String(200))
+    email: Mapped[str] = mapped_column(String(254))
+    phone: Mapped[str] = mapped_column(String(40), default="")
+    receives_alerts: Mapped[bool] = mapped_column(default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    hub: Mapped[Hub | None] = relationship(lazy="joined")

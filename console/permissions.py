@@ -52,6 +52,13 @@ ACTIONS: dict[str, str] = {
     "token.manage": "Create, list and revoke one's own API tokens.",
     "audit.view": "Read the audit trail.",
     "fleet.export": "Scrape the fleet's metrics (Prometheus).",
+    "fleet.apply": "Plan and apply a fleet document (the fleet as code) and reconcile a hub that drifted.",
+    "usage.view": "See usage and estimated cost (an institution admin: of their own institution's hubs).",
+    "usage.price": "Set a cluster's prices (per server-hour, CPU-hour, GB-hour).",
+    "decommission.request": "Ask for a hub to be decommissioned (archived, then removed).",
+    "hub.decommission": "Approve or refuse a decommission request; decommission a hub.",
+    "archive.manage": "List, download, restore and purge hub archives.",
+    "contact.edit": "Add, change and remove an institution's and its hubs' contacts.",
 }
 
 
@@ -203,7 +210,8 @@ ROLES: dict[str, Role] = {
     OPERATOR: Role("an operator", FleetReach(), _known(ACTIONS)),
     INSTITUTION_ADMIN: Role("an institution admin", InstitutionReach(), _known({
         "hub.view", "hub.restart", "institution.view", "config.view", "config.edit", "blackout.set",
-        "release.view", "alert.view", "webhook.add", "user.invite", "token.manage", "audit.view", "hub.use"})),
+        "release.view", "alert.view", "webhook.add", "user.invite", "token.manage", "audit.view", "hub.use",
+        "usage.view", "decommission.request", "contact.edit"})),
     # Members keep to My hubs; operators and institution admins also hold memberships (listed in their My hubs),
     # which add nothing to their role's reach over the fleet pages.
     MEMBER: Role("a member", MemberReach(), _known({"hub.use", "token.manage"})),

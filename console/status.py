@@ -62,7 +62,7 @@ class Status(NamedTuple):
 # hub: its status stays what was observed, and the reason says what runs beside it.
 ACTIVITIES = {"create": "Starting", "reconcile": "Restarting", "restart": "Restarting",
               "reconfigure": "Reconfiguring", "upgrade": "Upgrading", "rollback": "Rolling back",
-              "delete": "Deleting"}
+              "delete": "Deleting", "decommission": "Decommissioning", "restore": "Restoring"}
 _UNFINISHED = (QUEUED, RUNNING, WAITING)
 
 

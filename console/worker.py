@@ -34,6 +34,7 @@ from console.services import clusters as cluster_service
 from console.services import config as config_service
 from console.services import hubs as hub_service
 from console.services import monitoring, operations, releases
+from console.services import decommission
 
 logger = logging.getLogger(__name__)
 SYSTEM_ACTOR = "hubfleet-worker"
@@ -652,6 +653,8 @@ HANDLERS = {
     "restart": lambda worker, op, log: worker.ensure_running(op, log, restart=True),
     "reconfigure": Worker.reconfigure,
     "delete": Worker.ensure_deleted,
+    "decommission": decommission.run,  # archive, then ensure_deleted
+    "restore": decommission.run_restore,  # put an archive in place, then ensure_running
     "synthetic-check": Worker.synthetic_check,
     "stop-server": Worker.stop_server,
     "upgrade": Worker.upgrade,

@@ -58,6 +58,8 @@ class FakeHubs:
         # port -> the users /hub/api/users?state=active lists (JupyterHub user models), and the largest page
         self.users: dict[int, list[dict]] = {port: [] for port in self.ports}
         self.page_limit = 200
+        # port -> the one token its users API accepts (unset: any token), as a hub knows its services' tokens
+        self.tokens: dict[int, str] = {}
         self.user_requests: list[tuple[int, str, dict[str, str]]] = []  # (port, path, headers) of each users call
         self.requests = 0
         self._loop = asyncio.new_event_loop()
@@ -152,10 +154,11 @@ class FakeHubs:
         return 404, "{}", "application/json"
 
     def _users(self, port: int, path: str, headers: dict[str, str]) -> tuple[int, str, str]:
-        """JupyterHub's user list: 403 without a token; with state=active only users with a server; pages of
-        ``offset``/``limit`` (capped at ``page_limit``) with ``_pagination`` when the pagination type is accepted,
-        else the first page as a bare list."""
-        if not headers.get("authorization", "").startswith("token "):
+        """JupyterHub's user list: 403 without a token (or with another than ``tokens`` names for the port); with
+        state=active only users with a server; pages of ``offset``/``limit`` (capped at ``page_limit``) with
+        ``_pagination`` when the pagination type is accepted, else the first page as a bare list."""
+        given = headers.get("authorization", "")
+        if not given.startswith("token ") or (port in self.tokens and given != f"token {self.tokens[port]}"):
             return 403, '{"status": 403, "message": "Missing or invalid credentials"}', "application/json"
         query = {key: values[0] for key, values in parse_qs(urlsplit(path).query).items()}
         users = self.users[port]

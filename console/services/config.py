@@ -66,6 +66,16 @@ def _validate(institution: Institution, auth: Any, environment: Any, typed_secre
     return clean_auth, secrets, clean_env
 
 
+def validate(institution: Institution, auth: Any, environment: Any, typed_secrets: dict[str, str] | None = None
+             ) -> tuple[dict, dict, dict]:
+    """Check a config for ``institution`` exactly as :func:`apply` does, against the institution's policy (an
+    unsaved ``Institution`` carries a policy not stored yet): (auth, secrets, environment) as they would be stored,
+    secrets left out keeping their stored value; FieldErrors keyed 'auth.<field>' / 'environment.<field>'.  Writes
+    nothing."""
+    auth, typed_secrets = _split_secrets(auth, typed_secrets)
+    return _validate(institution, auth, environment, typed_secrets)
+
+
 def _split_secrets(auth: Any, typed_secrets: dict[str, str] | None) -> tuple[Any, dict[str, str]]:
     """(auth without secrets, typed secrets): blanks dropped, secrets typed into ``auth`` itself moved out."""
     typed_secrets = {k: v for k, v in (typed_secrets or {}).items() if v}
@@ -408,15 +418,3 @@ def discard_draft(user: User, institution: Institution) -> None:
     db.session.execute(db.delete(ConfigDraft).where(ConfigDraft.institution_id == institution.id,
                                                     ConfigDraft.user_id == user.id))
     db.session.commit()
-
-
-def export_fleet() -> dict[str, Any]:
-    """Every institution's config and policy, clusters and hubs, for backup or review; never any secret."""
-    institutions = db.session.execute(db.select(Institution).order_by(Institution.slug)).scalars()
-    return {
-        "institutions": [{"slug": i.slug, "name": i.name, "config": current_config(i), "policy": policy_of(i),
-                          "secrets_set": secrets_set(i)} for i in institutions],
-        "hubs": [{"slug": h.slug, "institution": h.institution.slug, "cluster": h.cluster.name, "state": h.state,
-                  "spec": mask_secrets(h.spec)} for h in db.session.execute(
-                      db.select(Hub).where(Hub.state != "deleted").order_by(Hub.slug)).unique().scalars()],
-    }

@@ -29,9 +29,10 @@ class Gone:
         return f"{self.name} was {self.verb}{when}{who}."
 
 
-def _newest_operation(kind: str, **where) -> Operation | None:
-    return db.session.execute(db.select(Operation).filter_by(kind=kind, **where).order_by(Operation.id.desc())
-                              .limit(1)).unique().scalar_one_or_none()
+def _newest_operation(kinds: str | tuple[str, ...], **where) -> Operation | None:
+    kinds = (kinds,) if isinstance(kinds, str) else kinds
+    return db.session.execute(db.select(Operation).filter_by(**where).where(Operation.kind.in_(kinds))
+                              .order_by(Operation.id.desc()).limit(1)).unique().scalar_one_or_none()
 
 
 def deleted_hub(user: User, slug: str) -> Gone | None:
@@ -41,8 +42,9 @@ def deleted_hub(user: User, slug: str) -> Gone | None:
                              .order_by(Hub.id.desc()).limit(1)).unique().scalar_one_or_none()
     if hub is None:
         return None
-    op = _newest_operation("delete", hub_id=hub.id)
-    return Gone("hub", hub.slug, "deleted", hub.deleted_at or (op.finished_at if op else None),
+    op = _newest_operation(("delete", "decommission"), hub_id=hub.id)
+    verb = "decommissioned" if op is not None and op.kind == "decommission" else "deleted"
+    return Gone("hub", hub.slug, verb, hub.deleted_at or (op.finished_at if op else None),
                 actor_label(user, op.actor) if op else None, op.id if op else None)
 
 

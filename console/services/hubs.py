@@ -12,7 +12,7 @@ from sqlalchemy.orm import selectinload
 from tenants.auth import first_admin
 from werkzeug.exceptions import Conflict
 
-from console.crypto import decrypt_json
+from console.crypto import decrypt_json, service_key
 from console.extensions import db
 from console.models import Cluster, Hub, Institution, Operation, Release, User, utcnow
 from console.permissions import require
@@ -70,12 +70,14 @@ def list_hubs(user: User, institution: Institution | None = None) -> list[Hub]:
 
 
 def backend_for(cluster: Cluster) -> Backend:
-    """The backend that runs ``cluster``'s hubs, built from its settings (and its kubeconfig, decrypted)."""
+    """The backend that runs ``cluster``'s hubs, built from its settings (and, for Kubernetes, its kubeconfig,
+    decrypted, and the key its hubs' service tokens are derived from)."""
     settings = dict(cluster.settings or {})
     if cluster.backend == "local":
         settings.setdefault("environments", current_app.config["RELEASE_ENVIRONMENTS"])
     if cluster.backend == "kubernetes":
         settings["kubeconfig"] = decrypt_json(cluster.kubeconfig).get("kubeconfig") if cluster.kubeconfig else None
+        settings["service_key"] = service_key()
     return get_backend(cluster.backend, **settings)
 
 

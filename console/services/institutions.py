@@ -67,6 +67,16 @@ def set_blackouts(user: User, institution: Institution, windows: Any) -> list[di
     Raises FieldErrors (nothing written) for a malformed window, at most :data:`MAX_BLACKOUTS`.  Audited; commits.
     """
     require(user, "blackout.set", institution)
+    clean = clean_blackouts(windows)
+    institution.blackouts = clean
+    audit(user.email, "institution.blackouts", institution.slug, institution.id, windows=clean)
+    db.session.commit()
+    return clean
+
+
+def clean_blackouts(windows: Any) -> list[dict]:
+    """Blackout windows as they are stored (ISO times in UTC, reasons cut to 200 characters); FieldErrors keyed
+    ``blackouts.<index>[.<field>]`` for a malformed window, at most :data:`MAX_BLACKOUTS`.  Pure."""
     errors, clean = {}, []
     if not isinstance(windows, list):
         raise FieldErrors({"blackouts": "Send a list of windows."})
@@ -86,7 +96,4 @@ def set_blackouts(user: User, institution: Institution, windows: Any) -> list[di
         clean.append({"start": start.isoformat(), "end": end.isoformat(), "reason": str(reason)[:200]})
     if errors:
         raise FieldErrors(errors)
-    institution.blackouts = clean
-    audit(user.email, "institution.blackouts", institution.slug, institution.id, windows=clean)
-    db.session.commit()
     return clean

@@ -17,8 +17,9 @@ from sqlalchemy.orm import defer, lazyload
 
 from console.extensions import db
 from console.models import OPERATION_PENDING, Alert, Cluster, Hub, HubSample, Operation, ServerSnapshot, utcnow
-from console.services import audit, operations, webhooks
+from console.services import audit, decommission, drift, operations, usage, webhooks
 from console.services import hubs as hub_service
+from console.services.alert_email import email_alerts
 
 logger = logging.getLogger(__name__)
 SUPERVISOR = "hubfleet-supervisor"
@@ -45,15 +46,17 @@ def probe_fleet(hubs: list[Hub]) -> dict[int, ProbeResult]:
     by_cluster: dict[int, list[Hub]] = defaultdict(list)
     for hub in hubs:
         by_cluster[hub.cluster_id].append(hub)
+    running = usage.running_usernames(hub.id for hub in hubs)  # asked about when no longer listed (usage)
     for cluster_id, group in by_cluster.items():
         backend = backends[cluster_id]
         platform = not getattr(backend, "supervised", True)  # Kubernetes: its hubs' URLs are public addresses
         probed = {hub.id for hub in group if hub.url and (platform or backend.api_url(hub.backend_state or {}))}
-        targets += [Target(hub.id, hub.url, backend.api_token(hub.backend_state or {}))
+        targets += [Target(hub.id, hub.url, backend.api_token(hub.backend_state or {}), running.get(hub.id, ()))
                     for hub in group if hub.id in probed]
         asked = [hub for hub in group if hub.id not in probed or platform]
         observed.update(zip((hub.id for hub in asked),
                             statuses(backend, [hub.backend_state or {} for hub in asked])))
+        drift.observe_running(group, backend, observed)
     swept = {r.key: r for r in sweep(targets, concurrency=int(config["PROBE_CONCURRENCY"]),
                                      timeout=float(config["PROBE_TIMEOUT"]))}
     for hub_id, status in observed.items():
@@ -133,6 +136,7 @@ def record(hubs: list[Hub], results: dict[int, ProbeResult], now: datetime | Non
     now = now or utcnow()
     probed = {hub.id: result for hub in hubs if (result := results.get(hub.id)) is not None}
     record_servers(probed, now)
+    usage.record_sessions(hubs, probed, now)
     count_active_users(probed, now)
     samples = [{"hub_id": hub_id, "at": now, "resolution": "raw", "up": 1.0 if result.up else 0.0,
                 "duration": result.duration, "running_servers": result.running_servers,
@@ -213,6 +217,7 @@ def count_active_users(results: dict[int, ProbeResult], now: datetime) -> None:
 def record_status(hub: Hub, status: HubStatus, now: datetime | None = None) -> None:
     """Record what a backend said of ``hub`` (the worker, when a hub it started answers) as a sample."""
     hub.url = status.url or hub.url
+    drift.observe(hub, status, now)
     record([hub], {hub.id: ProbeResult(key=hub.id, up=status.ready, duration=0.0,
                                        error="" if status.ready else status.message, version=status.version,
                                        total_users=status.users, alive=status.running)}, now)
@@ -337,6 +342,7 @@ def deliver() -> int:
             alert.recovery_notified_at = utcnow()
         sent += 1
     db.session.commit()
+    email_alerts()  # the same events, by email to each hub's contacts (console/services/alert_email.py)
     return sent
 
 
@@ -484,3 +490,4 @@ def compact(now: datetime | None = None) -> None:
     db.session.execute(db.delete(HubSample).where(HubSample.resolution == "hour",
                                                   HubSample.at < now - HOURLY_RETENTION))
     db.session.commit()
+    decommission.purge_expired(now)  # archives past their retention date

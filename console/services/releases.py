@@ -44,6 +44,26 @@ def create_release(user: User, data: dict[str, Any]) -> Release:
     doubles need nothing) has nothing to prepare, so the release is ready at once.
     """
     require(user, "release.manage")
+    name, version, channel, config, chart_version, hub_image = validate_release(data)
+    release = Release(name=name, jupyterhub_version=version, channel=channel, config=config,
+                      chart_version=chart_version, hub_image=hub_image,
+                      notes=str(data.get("notes") or ""), state="preparing")
+    db.session.add(release)
+    audit(user.email, "release.create", name, version=version, channel=channel,
+          **({"chart_version": chart_version} if chart_version else {}),
+          **({"hub_image": hub_image} if hub_image else {}))
+    if local_cluster() is None:
+        release.state = RELEASE.next_state(release.state, "prepared")
+        audit(SYSTEM, "release.ready", name, prepared="nothing to prepare: the fleet has no local cluster")
+    else:
+        operations.enqueue(None, "release-prepare", user.email, release=release)
+    db.session.commit()
+    return release
+
+
+def validate_release(data: dict[str, Any]) -> tuple[str, str, str, dict, str, str]:
+    """Check a release to publish as :func:`create_release` does: (name, jupyterhub_version, channel, config,
+    chart_version, hub_image), cleaned; FieldErrors by field otherwise.  Reads only (the package index included)."""
     errors = {}
     name = str(data.get("name") or "").strip()
     version = str(data.get("jupyterhub_version") or "").strip()
@@ -67,20 +87,7 @@ def create_release(user: User, data: dict[str, Any]) -> Release:
     errors.update(kubernetes_problems(chart_version, hub_image))
     if errors:
         raise FieldErrors(errors)
-    release = Release(name=name, jupyterhub_version=version, channel=channel, config=config,
-                      chart_version=chart_version, hub_image=hub_image,
-                      notes=str(data.get("notes") or ""), state="preparing")
-    db.session.add(release)
-    audit(user.email, "release.create", name, version=version, channel=channel,
-          **({"chart_version": chart_version} if chart_version else {}),
-          **({"hub_image": hub_image} if hub_image else {}))
-    if local_cluster() is None:
-        release.state = RELEASE.next_state(release.state, "prepared")
-        audit(SYSTEM, "release.ready", name, prepared="nothing to prepare: the fleet has no local cluster")
-    else:
-        operations.enqueue(None, "release-prepare", user.email, release=release)
-    db.session.commit()
-    return release
+    return name, version, channel, config, chart_version, hub_image
 
 
 def kubernetes_problems(chart_version: str, hub_image: str) -> dict[str, str]:

@@ -20,6 +20,8 @@ def register(app, api) -> None:
     app.register_blueprint(people.bp)
     app.register_blueprint(memberships.bp)
     app.register_blueprint(oidc.bp)
+    from console.views import usage
+    app.register_blueprint(usage.bp)
     csrf.exempt(oidc.bp)  # hubs post to the token endpoint with their client secret, not a CSRF token
     from console.services import federation
     federation.init_app(app)
@@ -30,6 +32,18 @@ def register(app, api) -> None:
     api.register_blueprint(people.api_blp)
     csrf.exempt(memberships.api_blp)
     api.register_blueprint(memberships.api_blp)
+    from console.views import contacts  # contacts of institutions and hubs; the alert email's test
+    app.register_blueprint(contacts.bp)
+    csrf.exempt(contacts.api_blp)
+    api.register_blueprint(contacts.api_blp)
+    from console.views import archives  # decommission requests and the archives of decommissioned hubs
+    app.register_blueprint(archives.bp)
+    csrf.exempt(archives.api_blp)
+    api.register_blueprint(archives.api_blp)
+    from console.views import fleet_code  # the fleet as code (plan, apply) and drift (report, reconcile)
+    app.register_blueprint(fleet_code.bp)
+    csrf.exempt(fleet_code.api_blp)
+    api.register_blueprint(fleet_code.api_blp)
 
     from console.services.releases import hub_actions, rollout_actions
     from console import permissions

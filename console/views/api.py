@@ -17,6 +17,7 @@ from console.services import institutions as institution_service
 from console.services import operations as operation_service
 from console.services import tokens as token_service
 from console.services import troubleshooting
+from console.services import usage as usage_service
 from console.status import hub_status
 
 blp = Blueprint("api", __name__, url_prefix="/api/v1", description="Hubs and their operations")
@@ -738,3 +739,63 @@ class HubLogView(MethodView):
     def get(self, slug):
         """The end of the hub's own log (its last 200 lines), as the hub page shows it."""
         return troubleshooting.hub_log(g.user, scope.get_hub(g.user, slug, "hub.view"))
+
+
+# -- usage showback (console/services/usage.py) ----------------------------------------------------------------------
+
+class UsageQuerySchema(Schema):
+    month = fields.String(load_default="", metadata={"description": "YYYY-MM, a calendar month in UTC (default: "
+                                                                     "this one); anything else: 422"})
+    institution = fields.String(load_default="", metadata={"description": "an institution's slug: its hubs only"})
+
+
+class UsageSchema(Schema):
+    month = fields.String()
+    from_ = fields.String(data_key="from", attribute="from", metadata={"description": "the month's first moment"})
+    until = fields.String(metadata={"description": "the next month's first moment (exclusive)"})
+    generated_at = fields.String()
+    totals = fields.Dict(metadata={"description": (
+        "active_users, server_hours, peak_servers, cpu_hours, gb_hours, estimated_cost ({currency: amount}), "
+        "gap_minutes, inexact_sessions for the month, and the same for each day in days")})
+    institutions = fields.List(fields.Dict(), metadata={"description": (
+        "per institution (slug, name): the same measures and its hubs (slug, cluster, deleted, prices, gaps "
+        "[{from, until, open}]), each with the same measures")})
+
+
+class PricesSchema(Schema):
+    currency = fields.Raw(allow_none=True, metadata={
+        "description": "a three-letter code (EUR); needed when any price is set"})
+    server_hour = fields.Raw(allow_none=True, metadata={"description": "a decimal >= 0, or null/\"\": not priced"})
+    cpu_hour = fields.Raw(allow_none=True, metadata={"description": "a decimal >= 0 (Kubernetes: requested CPU cores)"})
+    gb_hour = fields.Raw(allow_none=True, metadata={"description": "a decimal >= 0 (Kubernetes: requested memory, GB)"})
+
+
+@blp.route("/usage")
+class Usage(MethodView):
+    @requires("usage.view")
+    @blp.arguments(UsageQuerySchema, location="query")
+    @blp.response(200, UsageSchema)
+    def get(self, query):
+        """Usage by institution, hub and day for a month, from what the hubs report (docs/monitoring.md): the
+        whole fleet for operators, their own institution for an institution admin (another one: 404)."""
+        start, end = usage_service.parse_month(query["month"])
+        institution = scope.get_institution(g.user, query["institution"], "usage.view") \
+            if query["institution"] else None
+        return usage_service.report(g.user, start, end, institution=institution)
+
+
+@blp.route("/clusters/<name>/prices")
+class ClusterPrices(MethodView):
+    @requires("usage.view")
+    @blp.response(200, PricesSchema)
+    def get(self, name):
+        """The cluster's prices ({} when it has none)."""
+        return scope.get_cluster(g.user, name, "usage.view").prices or {}
+
+    @requires("usage.price")
+    @blp.arguments(PricesSchema)
+    @blp.response(200, PricesSchema)
+    def put(self, data, name):
+        """Replace the cluster's prices (operators); all blank clears them.  422 with field errors changes
+        nothing."""
+        return usage_service.set_prices(g.user, scope.get_cluster(g.user, name, "usage.price"), data)

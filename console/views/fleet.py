@@ -17,6 +17,8 @@ from console.services import hubs as hub_service
 from console.services import memberships as membership_service
 from console.services import operations
 from console.services import troubleshooting
+from console.services import contacts as contact_service
+from console.services import decommission
 
 bp = Blueprint("fleet", __name__)
 bp.add_app_template_global(login_label, "auth_label")  # how pages name a login, "closed" included
@@ -115,7 +117,9 @@ def hub(slug):
                        current_op=operations.current_by_hub([found.id]).get(found.id),
                        charts=monitoring.hub_charts(found, request.args.get("range")),
                        login_label=login_label(auth_class),
-                       **(membership_service.hub_section(found) if can(g.user, "user.invite", found) else {}))
+                       **(membership_service.hub_section(found) if can(g.user, "user.invite", found) else {}),
+                       **decommission.hub_section(g.user, found),
+                       **contact_service.hub_section(found))
 
 
 @bp.get("/hubs/<slug>/manifests")

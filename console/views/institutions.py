@@ -16,6 +16,7 @@ from console.services import config as config_service
 from console.services import hubs as hub_service
 from console.services import operations
 from console.services import institutions as institution_service
+from console.services import contacts as contact_service
 
 bp = Blueprint("institutions", __name__)
 
@@ -66,7 +67,8 @@ def detail_page(institution, blackouts_text: str | None = None, blackout_errors:
                            policy=config_service.policy_of(institution), kinds=KINDS, operations=recent,
                            events=events, config_rollout=config_service.latest_config_rollout(institution),
                            config_rollout_live=config_service.config_rollout_live,
-                           blackouts_text=blackouts_text, blackout_errors=blackout_errors or []), status
+                           blackouts_text=blackouts_text, blackout_errors=blackout_errors or [],
+                           **contact_service.institution_section(institution)), status
 
 
 def _config_form(institution, auth, environment, new_secrets, errors, status=200, discovery_url=""):

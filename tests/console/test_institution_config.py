@@ -314,7 +314,7 @@ def test_secret_never_leaves_encrypted_storage(app, client, north, login, run_wo
         seen.append(client.get(path).get_data(as_text=True))
     seen += [json.dumps(e.detail) for e in db.session.execute(db.select(AuditEvent)).scalars()]
     export = CliRunner().invoke(main, ["export"], obj=ScriptInfo(create_app=lambda: app))
-    assert export.exit_code == 0 and '"secrets_set": [\n        "client_secret"' in export.output
+    assert export.exit_code == 0 and '"client_secret": {\n            "secret": "stored"' in export.output
     seen.append(export.output)
     seen.append(caplog.text)
     assert not [text[:200] for text in seen if SECRET in text]

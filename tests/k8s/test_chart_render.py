@@ -239,12 +239,14 @@ def test_the_chart_default_render_holds_what_the_pins_remove():
 
 @needs_reference
 def test_with_its_generated_secrets_pinned_a_render_is_reproducible():
-    """Offline ``lookup`` finds no stored Secret, so the chart generates cookie secret, encryption keys and proxy
-    token per render; pinned, two renders are identical (what golden files need)."""
+    """Offline ``lookup`` finds no stored Secret, so the chart generates cookie secret, encryption keys, proxy
+    token and the token of the console's service (which the backend pins in the values Secret) per render; pinned,
+    two renders are identical (what golden files need)."""
     values = helm_values(hub_spec("generic-oauth", "profiles"))
     assert render(values) != render(values)
     pinned = deep_merge(values, {"hub": {"config": {"JupyterHub": {"cookie_secret": "ab" * 32},
-                                                    "CryptKeeper": {"keys": ["cd" * 32]}}},
+                                                    "CryptKeeper": {"keys": ["cd" * 32]}},
+                                         "services": {"hubfleet": {"apiToken": "01" * 32}}},
                                  "proxy": {"secretToken": "ef" * 32}})
     assert render(pinned) == render(pinned)
 
