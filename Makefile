@@ -12,6 +12,7 @@ setup-test: setup
 	@scripts/ensure-postgres.sh
 	@scripts/ensure-chromium.sh
 	@scripts/ensure-checkov.sh
+	@scripts/ensure-slurm.sh
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +28,7 @@ demo: setup
 	$(BIN)/hubfleet demo --port $(PORT)
 
 test: setup-test
-	HUBFLEET_REQUIRE_POSTGRES=1 $(BIN)/pytest -n 2 --dist worksteal --durations=25
+	HUBFLEET_REQUIRE_POSTGRES=1 HUBFLEET_REQUIRE_SLURM=1 $(BIN)/pytest -n 2 --dist worksteal --durations=25
 
 bench: setup-test
 	$(BIN)/python -m tests.perf.bench_fleet --postgres

@@ -97,6 +97,16 @@ from typing import Any, Callable, Protocol
 PHASES = ("pending", "progressing", "succeeded", "retrying", "rolled-back", "failed")
 
 
+@dataclass(frozen=True)
+class Check:
+    """One onboarding check of a cluster: what was checked, whether it passed, what was seen, how to fix it."""
+
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
 class BackendError(RuntimeError):
     """A backend could not do what it was asked; the message is shown in the operation log."""
 

@@ -46,7 +46,7 @@ from kubernetes.client import ApiClient
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config import ConfigException, new_client_from_config_dict
 
-from clusters.base import LOG_TAIL_BYTES, ArchiveResult, BackendError, HubLog, HubSpec, HubStatus, Log, register
+from clusters.base import LOG_TAIL_BYTES, ArchiveResult, BackendError, Check, HubLog, HubSpec, HubStatus, Log, register
 from clusters.k8s_manifests import (ARCHIVE_IMAGE, ARCHIVE_MARK, HUB_DB_CLAIM, MANAGED_BY, SYSTEM_NAMESPACE,
                                     USER_CLAIM_PREFIX, Z2JH_REPOSITORY, archive_job, hub_objects, masked, purge_job)
 from clusters.k8s_status import classify_helmrelease, classify_runtime, hub_status
@@ -125,16 +125,6 @@ RUNTIME_LISTS = (
     (KINDS["Pod"], {"labelSelector": CHART_SELECTOR}),
     (KINDS["Event"], {"fieldSelector": "type=Warning"}),
 )
-
-
-@dataclass(frozen=True)
-class Check:
-    """One onboarding check of a cluster: what was checked, whether it passed, what was seen, how to fix it."""
-
-    name: str
-    ok: bool
-    detail: str
-    fix: str = ""
 
 
 class NotFound(BackendError):

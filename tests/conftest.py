@@ -23,6 +23,7 @@ from console.security import hash_password, new_api_token
 from tests.postgres import PostgresServer, available
 from tests.browser import browser, live_server  # noqa: F401  (fixtures, found by name)
 from tests.k8s.emulator import kube_api, kube_api_factory  # noqa: F401  (fixtures, found by name)
+from tests.slurm import slurm_site  # noqa: F401  (fixture, found by name)
 
 PASSWORD = "correct horse battery"
 
