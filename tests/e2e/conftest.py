@@ -1,4 +1,7 @@
 import contextlib
+import shutil
+import tempfile
+from pathlib import Path
 
 import psutil
 import pytest
@@ -8,19 +11,35 @@ from clusters.local import MARKER
 from console.services.institutions import ensure_local_cluster
 
 
-@pytest.fixture(autouse=True)
-def no_stray_hub_processes(tmp_path):
-    """Kill whatever a failed test left running under its temporary directory and remove the system accounts its
-    hubs made, so one failure stays one."""
-    yield
+def clean_up_hubs(root: Path) -> None:
+    """Kill every hub process under ``root``, reap what this process started there, and remove the system accounts
+    its hubs made."""
     for proc in psutil.process_iter():
         with contextlib.suppress(psutil.Error):
-            if proc.environ().get(MARKER, "").startswith(str(tmp_path)):
+            if proc.environ().get(MARKER, "").startswith(str(root)):
                 proc.kill()
-    for hub_dir in [d for d in local._children if d.startswith(str(tmp_path))]:
-        local._children.pop(hub_dir).wait(10)  # reap what this process started
-    for account in local.hub_accounts(tmp_path, prefix=True):  # and the system accounts of its hubs' users
+    for hub_dir in [d for d in local._children if d.startswith(str(root))]:
+        local._children.pop(hub_dir).wait(10)
+    for account in local.hub_accounts(root, prefix=True):
         local.remove_account(account, lambda line: None)
+
+
+@pytest.fixture(autouse=True)
+def no_stray_hub_processes(tmp_path):
+    """Whatever a failed test left running under its temporary directory goes with it, so one failure stays one."""
+    yield
+    clean_up_hubs(tmp_path)
+
+
+@pytest.fixture
+def public_tmp():
+    """A directory every account may pass (mode 0755; pytest's own tmp dir is private to root), for a console
+    whose hub users run as accounts of their own; removed afterwards with its hubs' processes and accounts."""
+    path = Path(tempfile.mkdtemp(prefix="hubfleet-public-"))
+    path.chmod(0o755)
+    yield path
+    clean_up_hubs(path)
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

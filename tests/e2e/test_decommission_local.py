@@ -9,10 +9,8 @@ the new hub.
 import hashlib
 import json
 import re
-import shutil
 import sqlite3
 import tarfile
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -30,26 +28,6 @@ from tests.e2e.test_local_hubs import wait_operation
 pytestmark = pytest.mark.timeout(300)
 
 FILES = {"ada": {"notes.txt": "ada's notes"}, "bob": {"work/thesis.md": "bob's thesis, chapter 1"}}
-
-
-@pytest.fixture
-def public_tmp():
-    """A data dir every account may pass (the pytest tmp dir is private to root); removed afterwards with whatever
-    its hubs left."""
-    path = Path(tempfile.mkdtemp(prefix="hubfleet-decommission-"))
-    path.chmod(0o755)
-    yield path
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(local.MARKER, "").startswith(str(path)):
-                proc.kill()
-        except psutil.Error:
-            continue
-    for hub_dir in [d for d in local._children if d.startswith(str(path))]:
-        local._children.pop(hub_dir).wait(10)  # reap what this process started
-    for account in local.hub_accounts(path, prefix=True):
-        local.remove_account(account, lambda line: None)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

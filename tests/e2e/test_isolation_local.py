@@ -8,14 +8,11 @@ import json
 import os
 import pwd
 import re
-import shutil
 import stat
-import tempfile
 import uuid
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 import websocket
 
@@ -26,23 +23,6 @@ from tests.e2e.test_local_hubs import wait_operation
 from tests.helpers import wait_for
 
 pytestmark = pytest.mark.timeout(300)
-
-
-@pytest.fixture
-def public_tmp():
-    """A directory every account may pass (mode 0755), removed afterwards with its hubs' processes and accounts."""
-    path = Path(tempfile.mkdtemp(prefix="hubfleet-isolation-"))
-    path.chmod(0o755)
-    yield path
-    for proc in psutil.process_iter():
-        try:
-            if proc.environ().get(local.MARKER, "").startswith(str(path)):
-                proc.kill()
-        except psutil.Error:
-            continue
-    for account in local.hub_accounts(path, prefix=True):
-        local.remove_account(account, lambda line: None)
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture
