@@ -249,13 +249,15 @@ class TerraformRunner:
     def _run(self, log: Log, command: str, *args: str, check: bool = True, **options: Any) -> str:
         """Run one Terraform command in the workspace, streaming its output into ``log``; returns the output."""
         argv = self.tf.generate_cmd_string(command, *args, **options)
-        log(self.command_line(argv))
         lines = []
         with subprocess.Popen(argv, cwd=self.dir, env=self._environment(), stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
                               preexec_fn=_terraform_process) as proc:
+            # The run is recorded before it is announced: a worker killed once the log says it started always
+            # leaves the record the next worker clears (``_clear_stale_run``).
             _write_private(self.dir / RUN_FILE, json.dumps({"pid": proc.pid, "command": command,
                                                             "started": time.strftime("%Y-%m-%d %H:%M:%S")}))
+            log(self.command_line(argv))
             for line in proc.stdout:
                 line = self.redact(line.rstrip("\n"))
                 lines.append(line)
