@@ -37,6 +37,7 @@ bench: setup-test
 	$(BIN)/python -m tests.perf.bench_rollout
 	$(BIN)/python -m tests.perf.bench_load
 	$(BIN)/python -m tests.perf.bench_k8s_refresh
+	$(BIN)/python -m tests.perf.bench_slurm
 
 clean:
 	rm -rf $(VENV) node_modules hubfleet-data .pytest_cache

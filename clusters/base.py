@@ -267,4 +267,4 @@ def wanted_digest(backend: str, spec: HubSpec) -> str | None:
 
 def _load_builtin() -> None:
     # Importing registers them; done lazily so importing this module stays cheap.
-    from clusters import kubernetes, local, testing  # noqa: F401
+    from clusters import kubernetes, local, slurm_backend, testing  # noqa: F401

@@ -2,8 +2,8 @@
 
 The version this project itself installs runs from the console's own environment; any other gets a virtualenv
 ``<root>/<version>/`` with that JupyterHub and the same companions (JupyterLab, the authenticators, the culler,
-nbgitpuller for "Open in my hub" links).  An environment made before a companion joined the list gets it added, in
-place, the next time a hub asks for it.
+nbgitpuller for "Open in my hub" links, batchspawner for slurm hubs).  An environment made before a companion joined
+the list gets it added, in place, the next time a hub asks for it.
 
 Files under ``<root>`` for a version ``V``: ``V/`` (the environment; ``V/.ready`` once complete), ``.V.lock`` (held
 by whoever builds it), ``.V.log`` (the last build's pip output) and ``.V.failed`` (why the last build failed).  A
@@ -32,7 +32,10 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Callable
 
-COMPANIONS = ("jupyterlab", "oauthenticator", "jupyterhub-ltiauthenticator", "jupyterhub-idle-culler", "nbgitpuller")
+# batchspawner is pinned: slurm hubs' spawner (clusters/slurm_spawner.py) subclasses it and relies on its internals.
+# Every environment gets it (a small pure-Python package), so any release can run a hub of either local or slurm type.
+COMPANIONS = ("jupyterlab", "oauthenticator", "jupyterhub-ltiauthenticator", "jupyterhub-idle-culler", "nbgitpuller",
+              "batchspawner==1.3.0")
 INDEX_TIMEOUT = 30  # seconds pip may take to list JupyterHub's versions
 INDEX_CACHE_SECONDS = 300  # a version list is reused this long: publishing twice asks the index once
 
@@ -121,7 +124,7 @@ def missing_companions(env: str | Path) -> list[str]:
     ``*.dist-info`` directories, no process started."""
     installed = {re.sub(r"[-_.]+", "-", entry.name.split("-")[0]).lower()
                  for entry in Path(env).glob("lib/python*/site-packages/*.dist-info")}
-    return [name for name in COMPANIONS if name not in installed]
+    return [name for name in COMPANIONS if re.split(r"[<>=!~\[ ]", name)[0] not in installed]
 
 
 def _top_up(jupyterhub_version: str, root: str | Path, log: Callable[[str], None]) -> None:

@@ -9,6 +9,7 @@
 # - FederatedAuthenticator (imported only by hubs that use it): federated login through the console;
 # - SystemAccountSpawner: every hub user's server runs as a system account of its own (the console runs as root);
 # - OnePersonSpawner: without root every server runs as the console's own user, so the hub serves one person.
+# - HubfleetSlurmSpawner (imported only by slurm hubs, from slurm_spawner.py): each server is a Slurm job.
 import asyncio
 import json
 import os
@@ -88,6 +89,9 @@ def own_class(name):
     if name == "hubfleet-federated":
         from federated_authenticator import FederatedAuthenticator
         return FederatedAuthenticator
+    if name == "hubfleet-slurm":  # slurm hubs only: it needs batchspawner (see slurm_spawner.py)
+        from slurm_spawner import HubfleetSlurmSpawner
+        return HubfleetSlurmSpawner
     return OWN_CLASSES.get(name, name)
 
 

@@ -291,6 +291,21 @@ class SlurmSite:
                 lines += path.read_text(errors="replace").splitlines()[-5:]
         return " | ".join(line.strip() for line in lines if line.strip())[-800:] or "(no log output)"
 
+    # -- a controller outage ---------------------------------------------------------------------------------------
+
+    def stop_controller(self) -> None:
+        """End slurmctld only, as an outage or a controller upgrade does: slurmd and the running jobs go on, every
+        client command fails until :meth:`start_controller`."""
+        proc = self._procs.get("slurmctld")
+        if proc is not None:
+            _end(proc)
+
+    def start_controller(self) -> None:
+        """Start slurmctld again after :meth:`stop_controller`, from its saved state (the jobs it knew), and wait
+        until ``scontrol ping`` answers.  Raises :class:`SiteError` as :meth:`start` does."""
+        self._spawn("slurmctld", [_which("slurmctld"), "-D", "-i", "-f", str(self.conf)])
+        self._wait("slurmctld", self._pings)
+
     # -- stop -----------------------------------------------------------------------------------------------------
 
     def stop(self, remove: bool = True) -> None:

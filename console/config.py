@@ -51,6 +51,8 @@ DEFAULTS = {
     "ARCHIVE_RETENTION_DAYS": 90,  # how long a decommissioned hub's archive is kept before it is purged
     "LOCAL_PORT_RANGE": [18000, 18999],
     "LOCAL_HUB_IP": "127.0.0.1",
+    "SLURM_TIMEOUT": 5.0,  # seconds the hub page and API wait for each of sinfo and squeue on a Slurm cluster
+    "SLURM_STUCK_MINUTES": 10,  # a server's job pending longer than this is shown as stuck on its hub's page
     "TERRAFORM_BIN": "terraform",
     "RELEASE_ENVIRONMENTS": None,  # where local hubs' JupyterHub versions are installed; default <data dir>/environments
     # None: state in each workspace's directory; or {"type": "s3"|"gcs"|"azurerm", "config": {...}}

@@ -33,6 +33,9 @@ def parse_config_form(form: MultiDict) -> tuple[dict, dict, dict[str, str]]:
             if index.isascii() and index.isdigit() and len(index) <= 4 and (field in PROFILE_FIELDS
                                                                             or field == "remove"):
                 profiles.setdefault(int(index), {})[field] = value
+            elif index.isascii() and index.isdigit() and len(index) <= 4 and field.startswith("slurm."):
+                # a Slurm job option ("slurm.partition"); blanks are dropped by the schema
+                profiles.setdefault(int(index), {}).setdefault("slurm", {})[field[6:]] = value
         elif section == "environment" and name:
             environment[name] = value
     kind = KINDS.get(auth.get("authenticator_class"))
@@ -42,10 +45,15 @@ def parse_config_form(form: MultiDict) -> tuple[dict, dict, dict[str, str]]:
                 auth.setdefault(field.name, "off")  # an unticked box is not sent at all
     environment["profiles"] = [
         {k: v for k, v in profile.items() if k != "remove"} for _, profile in sorted(profiles.items())
-        if not profile.get("remove") and any(str(profile.get(k, "")).strip() for k in PROFILE_FIELDS
-                                             if k != "default")]
+        if not profile.get("remove") and _typed(profile)]
     secrets = {k: auth.pop(k) for k in list(auth) if k in SECRET_FIELDS}
     return auth, environment, secrets
+
+
+def _typed(profile: dict[str, Any]) -> bool:
+    """Whether anything was typed into a profile's fields (the form's empty "Add a profile" fieldset is sent too)."""
+    values = [profile.get(k, "") for k in PROFILE_FIELDS if k not in ("default", "slurm")]
+    return any(str(v).strip() for v in values + list((profile.get("slurm") or {}).values()))
 
 
 # What a switch of authenticator keeps: who may log in and who administers the hub, when the new kind has the field.

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from tenants import slurm_jobs
 from tenants.fields import (Invalid, as_bool, as_number, as_quantity, as_text, is_blank, quantity_bytes)
 
 # image reference: [registry[:port]/]path[:tag]; the tag is required so a hub never floats on "latest"
@@ -13,7 +14,7 @@ MAX_PROFILES = 20
 JUPYTERHUB_BYTE_UNITS = ("K", "M", "G", "T")
 
 RESOURCE_FIELDS = ("cpu_guarantee", "cpu_limit", "mem_guarantee", "mem_limit", "gpus")
-PROFILE_FIELDS = ("display_name", "description", "image", *RESOURCE_FIELDS, "default")
+PROFILE_FIELDS = ("display_name", "description", "image", *RESOURCE_FIELDS, "default", "slurm")
 ENVIRONMENT_FIELDS = ("image", "default_url", *RESOURCE_FIELDS, "storage_capacity", "cull_timeout", "cull_max_age",
                       "profiles")
 
@@ -111,6 +112,14 @@ def _profile(data: Any, policy: dict[str, Any], errors: dict[str, str], prefix: 
         clean["default"] = as_bool(data.get("default", False))
     except Invalid as exc:
         errors[prefix + "default"] = str(exc)
+    if not is_blank(data.get("slurm")):
+        # job options for hubs on Slurm clusters: their shape here, the cluster's policy where the console knows
+        # which cluster (tenants/slurm_jobs.check_profiles)
+        options, slurm_errors = slurm_jobs.check_shape(data["slurm"])
+        if options:
+            clean["slurm"] = options
+        errors.update({f"{prefix}slurm.{key}" if key else f"{prefix}slurm": message
+                       for key, message in slurm_errors.items()})
     return clean
 
 

@@ -39,6 +39,11 @@ def render_local(config: dict[str, Any], secrets: dict[str, str], hub_url: str |
     if env.get("cpu_limit"):
         spawner["cpu_limit"] = float(env["cpu_limit"])
     sections["Spawner"] = spawner
+    # Profiles with Slurm job options, for a slurm hub's spawner (clusters/slurm_backend.py); other hubs ignore them.
+    slurm = [{"display_name": p["display_name"], "default": bool(p.get("default")), "slurm": p["slurm"]}
+             for p in env.get("profiles") or [] if p.get("slurm") is not None]
+    if slurm:
+        sections["HubfleetSlurmSpawner"] = {"profiles": slurm}
     if hub_url:
         sections["OAuthenticator"] = {"oauth_callback_url": f"{hub_url}hub/oauth_callback"}
     if env.get("cull_timeout"):

@@ -20,6 +20,7 @@ from console.permissions import require
 from console.services import FieldErrors, audit, operations
 
 MAX_KUBECONFIG = 256 * 1024
+ONBOARDED = ("kubernetes", "slurm")  # backends whose clusters take hubs only once their onboarding check passed
 
 
 def transition(cluster: Cluster, event: str) -> None:
@@ -351,16 +352,16 @@ def pending_check(cluster: Cluster) -> Operation | None:
 
 
 def check(user: User, cluster: Cluster) -> Operation:
-    """Queue another onboarding check of a Kubernetes cluster (cluster.manage), after its setup was fixed.
+    """Queue another onboarding check of a Kubernetes or Slurm cluster (cluster.manage), after its setup was fixed.
 
     Idempotent: while a check is queued or running, that one is returned and nothing is queued or audited twice.
     Raises Conflict (409) for a cluster that is not Kubernetes, or one its lifecycle does not let be checked now
     (being provisioned or destroyed).  Commits.
     """
     require(user, "cluster.manage")
-    if cluster.backend != "kubernetes":
+    if cluster.backend not in ONBOARDED:
         raise Conflict(f"Cluster {cluster.name} runs hubs on the {cluster.backend} backend: only Kubernetes "
-                       f"clusters are onboarded.")
+                       f"clusters and Slurm clusters are onboarded.")
     pending = pending_check(cluster)
     if pending is not None:
         return pending
@@ -399,9 +400,9 @@ def failed_checks(cluster: Cluster) -> list[str]:
 
 
 def onboarding_problem(cluster: Cluster) -> str | None:
-    """Why a Kubernetes cluster cannot take hubs, as a sentence naming the failed checks; None once it passed (and
-    for clusters of other backends, which need no onboarding)."""
-    if cluster.backend != "kubernetes":
+    """Why a Kubernetes or Slurm cluster cannot take hubs, as a sentence naming the failed checks; None once it
+    passed (and for clusters of other backends, which need no onboarding)."""
+    if cluster.backend not in ONBOARDED:
         return None
     failed = failed_checks(cluster)
     under_way = " (a check is under way)" if cluster.state == "checking" else ""

@@ -18,7 +18,7 @@ from console.extensions import db
 from console.lifecycles import ROLLOUT
 from console.models import ConfigDraft, Hub, Institution, Rollout, RolloutHub, User, utcnow
 from console.permissions import require
-from console.services import FieldErrors, audit, federation, releases
+from console.services import FieldErrors, audit, federation, releases, slurm_view
 
 TARGETS = ("local", "z2jh")
 
@@ -52,6 +52,9 @@ def _validate(institution: Institution, auth: Any, environment: Any, typed_secre
               **{f"environment.{k}": v for k, v in env_errors.items()}}
     if errors:
         raise FieldErrors(errors)
+    slurm_errors = slurm_view.profile_errors(institution, clean_env)  # profiles as job options on Slurm clusters
+    if slurm_errors:
+        raise FieldErrors(slurm_errors)
     if clean_auth.get("authenticator_class") == FEDERATED:
         try:
             federation.issuer()
@@ -353,6 +356,7 @@ class HubPreview(NamedTuple):
     diff: str  # unified diff of the rendered config, now vs. after; "" when the change leaves the hub as it is
     backend: str  # the hub's cluster backend, which decides what it applies
     unapplied: list[str]  # settings of its environment after the change that its backend does not apply
+    batch_scripts: list = []  # hubs on Slurm: per profile, the job options and batch script (slurm_view.ProfileScript)
 
 
 def _yaml(rendered: dict[str, Any]) -> str:
@@ -382,7 +386,9 @@ def preview(user: User, institution: Institution, auth: Any, environment: Any, n
         diff = "".join(difflib.unified_diff(now.splitlines(True), then.splitlines(True),
                                             f"{hub.slug} ({target}) now", f"{hub.slug} ({target}) after"))
         after = effective(hub, proposed)[0]["environment"]
-        diffs.append(HubPreview(hub, diff, hub.cluster.backend, unapplied(target, after)))
+        scripts = slurm_view.batch_scripts(hub, after)
+        left_out = [label for label in unapplied(target, after) if not (scripts and label == "profiles")]
+        diffs.append(HubPreview(hub, diff, hub.cluster.backend, left_out, scripts))
     return diffs
 
 

@@ -73,7 +73,7 @@ def backend_for(cluster: Cluster) -> Backend:
     """The backend that runs ``cluster``'s hubs, built from its settings (and, for Kubernetes, its kubeconfig,
     decrypted, and the key its hubs' service tokens are derived from)."""
     settings = dict(cluster.settings or {})
-    if cluster.backend == "local":
+    if cluster.backend in ("local", "slurm"):  # a slurm hub is a local hub on the submit host
         settings.setdefault("environments", current_app.config["RELEASE_ENVIRONMENTS"])
     if cluster.backend == "kubernetes":
         settings["kubeconfig"] = decrypt_json(cluster.kubeconfig).get("kubeconfig") if cluster.kubeconfig else None
@@ -126,6 +126,8 @@ def validate_new_hub(user: User, slug: str | None, institution: str | None, clus
             problem = problem or chart_problem(release, clus)
             if problem:
                 errors["cluster"] = problem
+        elif clus.backend == "slurm" and cluster_service.onboarding_problem(clus):
+            errors["cluster"] = cluster_service.onboarding_problem(clus)
         elif clus.state != "ready":
             errors["cluster"] = f"Cluster {cluster!r} is {clus.state}, not ready for hubs."
     if errors:

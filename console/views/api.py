@@ -17,6 +17,8 @@ from console.services import institutions as institution_service
 from console.services import operations as operation_service
 from console.services import tokens as token_service
 from console.services import troubleshooting
+from console.services import slurm_view
+from console.services import slurm_clusters
 from console.services import usage as usage_service
 from console.status import hub_status
 
@@ -318,7 +320,8 @@ class ClusterSchema(Schema):
     outputs = fields.Dict(metadata={"description": "non-sensitive Terraform outputs"})
     plan = fields.Dict(allow_none=True, metadata={"description": "the plan awaiting approval"})
     checks = fields.List(fields.Dict(), metadata={
-        "description": 'Kubernetes onboarding: the last check, [{"name", "ok", "detail", "fix"}]'})
+        "description": 'Kubernetes and Slurm onboarding: the last check, [{"name", "ok", "detail", "fix"}]'})
+    settings = fields.Dict(metadata={"description": "the backend's settings (slurm: its policy); no secrets"})
     checked_at = fields.DateTime(allow_none=True, metadata={"description": "when it was last checked (null: never)"})
     created_at = fields.DateTime()
 
@@ -332,6 +335,29 @@ class ClusterCreateSchema(Schema):
 class ClusterRegisterSchema(Schema):
     name = fields.String(required=True)
     kubeconfig = fields.String(required=True, metadata={"description": "write-only; stored encrypted"})
+
+
+class PartitionPolicySchema(Schema):
+    name = fields.String(required=True)
+    max_time_minutes = fields.Raw(load_default=None, metadata={"description": "null: no limit of ours"})
+    max_cpus = fields.Raw(load_default=None)
+    max_memory_gb = fields.Raw(load_default=None)
+    max_gpus = fields.Raw(load_default=None)
+
+
+class SlurmRegisterSchema(Schema):
+    name = fields.String(required=True)
+    slurm_conf = fields.String(required=True, metadata={"description": "absolute path of slurm.conf on this host"})
+    partitions = fields.List(fields.Nested(PartitionPolicySchema), required=True, metadata={
+        "description": "the partitions hubs may use, the first the default, with the most a server may ask for"})
+    qos = fields.List(fields.String(), load_default=list)
+    root = fields.String(load_default="", metadata={"description": "hubs directory (default: in the data dir)"})
+    homes = fields.String(load_default="", metadata={"description": "home directories (default /home)"})
+    port_first = fields.Integer(required=True)
+    port_last = fields.Integer(required=True)
+    ip = fields.String(load_default="", metadata={"description": "where hubs serve (default LOCAL_HUB_IP)"})
+    server_ip = fields.String(load_default="", metadata={
+        "description": "where servers listen on their nodes (default 127.0.0.1; 0.0.0.0 on a centre)"})
 
 
 class ConfirmSchema(Schema):
@@ -363,6 +389,17 @@ class ClusterRegister(MethodView):
     def post(self, data):
         """Register an existing Kubernetes cluster by its kubeconfig."""
         return cluster_service.register_kubernetes(g.user, data["name"], data["kubeconfig"])
+
+
+@blp.route("/clusters/register/slurm")
+class ClusterRegisterSlurm(MethodView):
+    @requires("cluster.manage")
+    @blp.arguments(SlurmRegisterSchema)
+    @blp.response(201, ClusterSchema)
+    def post(self, data):
+        """Register a Slurm cluster reached from this host (its submit host) and queue its onboarding check; it
+        takes hubs once every check passes (``checks``, each failure with its fix)."""
+        return slurm_clusters.register_slurm(g.user, data)
 
 
 @blp.route("/clusters/<name>")
@@ -739,6 +776,38 @@ class HubLogView(MethodView):
     def get(self, slug):
         """The end of the hub's own log (its last 200 lines), as the hub page shows it."""
         return troubleshooting.hub_log(g.user, scope.get_hub(g.user, slug, "hub.view"))
+
+
+# -- a hub's view of its Slurm cluster (console/services/slurm_view.py) ----------------------------------------------
+
+class SlurmViewSchema(Schema):
+    hub = fields.String()
+    cluster = fields.String()
+    read_at = fields.Integer(metadata={"description": "when Slurm was read (Unix time)"})
+    error = fields.String(metadata={"description": '"Slurm did not answer: ..." when it did not; "" otherwise'})
+    stuck_after_seconds = fields.Integer(metadata={"description": "a job pending longer than this is stuck"})
+    nodes = fields.List(fields.Dict(), metadata={"description": (
+        "nodes of the cluster's partitions, unusable ones first: name, condition (idle, mixed, allocated, drained, "
+        "draining, down...), reason, partitions, cpus, alloc_cpus, usable")})
+    node_counts = fields.Dict(metadata={"description": "{condition: nodes}"})
+    nodes_left_out = fields.Integer(metadata={"description": "nodes counted but not listed"})
+    pending = fields.List(fields.Dict(), metadata={"description": (
+        "the hub's jobs waiting: id, user, partition, state, reason (Slurm's), description, explanation (in "
+        "words), waited_seconds, ran_seconds, submitted_at, nodes, stuck")})
+    running = fields.List(fields.Dict(), metadata={"description": "the hub's running jobs, the same fields"})
+    failed = fields.List(fields.Dict(), metadata={"description": (
+        "the hub's jobs that ended badly within Slurm's MinJobAge, the same fields (ran_seconds null: never ran)")})
+    stuck = fields.List(fields.Integer(), metadata={"description": "ids of the pending jobs that are stuck"})
+
+
+@blp.route("/hubs/<slug>/slurm")
+class HubSlurmView(MethodView):
+    @requires("hub.view")
+    @blp.response(200, SlurmViewSchema)
+    def get(self, slug):
+        """The hub's view of its Slurm cluster, read live as the hub page shows it: nodes, the hub's pending jobs
+        with their queue wait and reason in words, jobs that failed to start.  409 for a hub not on Slurm."""
+        return slurm_view.hub_slurm(g.user, scope.get_hub(g.user, slug, "hub.view"))
 
 
 # -- usage showback (console/services/usage.py) ----------------------------------------------------------------------

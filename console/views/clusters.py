@@ -13,6 +13,7 @@ from console.models import Operation
 from console.permissions import requires
 from console.services import FieldErrors, history, scope
 from console.services import clusters as cluster_service
+from console.services import slurm_clusters
 from console.views.fleet import gone
 
 bp = Blueprint("clusters", __name__)
@@ -172,4 +173,23 @@ def register():
         cluster = cluster_service.register_kubernetes(g.user, values["name"], text)
     except FieldErrors as exc:
         return render_template("clusters/register.html", values=values, errors=exc.errors), 422
+    return redirect(url_for("clusters.detail", name=cluster.name))
+
+
+SLURM_FIELDS = ("name", "slurm_conf", "partitions", "qos", "root", "homes", "port_first", "port_last", "ip",
+                "server_ip")
+
+
+@bp.route("/clusters/register-slurm", methods=["GET", "POST"])
+@requires("cluster.manage")
+def register_slurm():
+    """Register a Slurm cluster reached from this host; its page then follows the onboarding check."""
+    values = {key: request.form.get(key, "") for key in SLURM_FIELDS}
+    if request.method == "GET":
+        return render_template("clusters/register_slurm.html", values=values, errors={})
+    raw = {**values, "partitions": slurm_clusters.parse_partition_lines(values["partitions"])}
+    try:
+        cluster = slurm_clusters.register_slurm(g.user, raw)
+    except FieldErrors as exc:
+        return render_template("clusters/register_slurm.html", values=values, errors=exc.errors), 422
     return redirect(url_for("clusters.detail", name=cluster.name))

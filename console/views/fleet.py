@@ -19,6 +19,7 @@ from console.services import operations
 from console.services import troubleshooting
 from console.services import contacts as contact_service
 from console.services import decommission
+from console.services import slurm_view
 
 bp = Blueprint("fleet", __name__)
 bp.add_app_template_global(login_label, "auth_label")  # how pages name a login, "closed" included
@@ -119,7 +120,8 @@ def hub(slug):
                        login_label=login_label(auth_class),
                        **(membership_service.hub_section(found) if can(g.user, "user.invite", found) else {}),
                        **decommission.hub_section(g.user, found),
-                       **contact_service.hub_section(found))
+                       **contact_service.hub_section(found),
+                       **(slurm_view.hub_section(found) if not htmx.wants_fragment() else {}))  # not on each poll
 
 
 @bp.get("/hubs/<slug>/manifests")

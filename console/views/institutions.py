@@ -17,6 +17,7 @@ from console.services import hubs as hub_service
 from console.services import operations
 from console.services import institutions as institution_service
 from console.services import contacts as contact_service
+from console.services import slurm_view
 
 bp = Blueprint("institutions", __name__)
 
@@ -79,6 +80,7 @@ def _config_form(institution, auth, environment, new_secrets, errors, status=200
         stored_secrets=config_service.secrets_set(institution), new_secrets=sorted(new_secrets),
         policy=config_service.policy_of(institution), discovery_url=discovery_url,
         has_draft=config_service.draft_of(g.user, institution) is not None,
+        slurm_clusters=slurm_view.slurm_clusters(institution),  # profiles become job options there
         callback_urls=[f"{hub.url}hub/oauth_callback" for hub in config_service.live_hubs(institution) if hub.url]
     ), status
 

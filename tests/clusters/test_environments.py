@@ -63,7 +63,8 @@ def test_an_environment_built_before_a_companion_was_listed_lacks_it(tmp_path):
     site = tmp_path / "env" / "lib" / "python3.11" / "site-packages"
     site.mkdir(parents=True)
     for name in ("jupyterhub-6.1.1", "jupyterlab-4.4.0", "oauthenticator-17.4.0", "jupyterhub_ltiauthenticator-1.6.3",
-                 "jupyterhub_idle_culler-2.0.0", "nbgitpuller_link-0.2.5"):
+                 "jupyterhub_idle_culler-2.0.0", "nbgitpuller_link-0.2.5",
+                 "batchspawner-1.3.0"):  # a pinned companion ("batchspawner==1.3.0") is found by its name
         (site / f"{name}.dist-info").mkdir()
     assert environments.missing_companions(tmp_path / "env") == ["nbgitpuller"]  # a longer name is not the package
     (site / "nbgitpuller-1.3.0.dist-info").mkdir()
