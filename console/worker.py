@@ -39,6 +39,7 @@ from console.services import decommission
 logger = logging.getLogger(__name__)
 SYSTEM_ACTOR = "hubfleet-worker"
 READY_POLL_SECONDS = 0.5  # how soon to look again at a starting hub whose backend gives no hint
+STOPPED_RECHECK_SECONDS = 1.0  # a starting hub reported stopped is looked at again this much later
 ROLLOUT_KINDS = frozenset({"upgrade", "reconfigure", "rollback", "synthetic-check"})  # operations rollouts wait for
 ROLLOUT_NUDGE_SECONDS = 0.1  # when one of those ends, drive rollouts this soon (not sooner: a step reads them all)
 BUILD_POLL_SECONDS = 2.0  # how often a release's preparation looks at its environment's build
@@ -331,6 +332,13 @@ class Worker:
             raise OperationFailed(f"{name} failed ({status.reason}): {status.message}")
         if status.ready:
             return status
+        if not status.running:
+            # Looked at once more before the operation fails: in loaded test runs a live, healthy JupyterHub was
+            # once reported gone by a single look at the process table; a hub that really stopped stays stopped.
+            time.sleep(STOPPED_RECHECK_SECONDS)
+            status = backend.status(backend_state)
+            if status.ready:
+                return status
         if not status.running:
             raise OperationFailed(f"{name} stopped while starting: {status.message}")
         if time.time() > op.data["deadline"]:
