@@ -15,16 +15,22 @@ import pytest
 from clusters.slurm_site import SlurmSite, missing
 
 
-@pytest.fixture(scope="session")
-def slurm_site():
-    """A running :class:`SlurmSite` (partitions ``debug``, the default with a one-hour limit, and ``long``); skips
-    the test when this machine has no Slurm (``scripts/ensure-slurm.sh`` installs it), fails it under ``make test``
-    (HUBFLEET_REQUIRE_SLURM=1)."""
+def require_slurm() -> None:
+    """Skip the calling test when this machine has no Slurm, or fail it where Slurm is required (``make test``
+    sets HUBFLEET_REQUIRE_SLURM=1), so a missing Slurm never passes unseen there."""
     reason = missing()
     if reason:
         if os.environ.get("HUBFLEET_REQUIRE_SLURM") == "1":
             pytest.fail(f"Slurm is required here but cannot start: {reason}")
         pytest.skip(f"Slurm tests not run: {reason}")
+
+
+@pytest.fixture(scope="session")
+def slurm_site():
+    """A running :class:`SlurmSite` (partitions ``debug``, the default with a one-hour limit, and ``long``); skips
+    the test when this machine has no Slurm (``scripts/ensure-slurm.sh`` installs it), fails it under ``make test``
+    (HUBFLEET_REQUIRE_SLURM=1)."""
+    require_slurm()
     site = SlurmSite().start()
     try:
         yield site

@@ -10,7 +10,8 @@ import pytest
 
 from clusters import slurm
 from clusters.slurm import NOT_CHECKED, NodeState, onboard
-from clusters.slurm_site import Node, Partition, SiteError, SlurmSite, missing, parse_slurmd_c, render_conf
+from clusters.slurm_site import Node, Partition, SiteError, SlurmSite, parse_slurmd_c, render_conf
+from tests.slurm import require_slurm
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -145,8 +146,7 @@ def test_two_sites_run_side_by_side_and_stop_leaves_nothing(slurm_site):
 
 
 def test_a_failed_start_says_why_and_leaves_nothing_running():
-    if reason := missing():
-        pytest.skip(reason)
+    require_slurm()
     site = SlurmSite(partitions=(Partition("bad name", 10, default=True),))
     with pytest.raises(SiteError, match="slurmctld exited with status"):
         site.start()
