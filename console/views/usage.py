@@ -59,7 +59,6 @@ def prices(name):
     try:
         usage.set_prices(g.user, cluster, values)
     except FieldErrors as exc:
-        db.session.rollback()
         return render_template("usage/prices.html", cluster=cluster, errors=exc.errors, values=values), 422
     flash("Prices saved: usage reports estimate costs with them." if cluster.prices else "Prices cleared.")
     return redirect(url_for("clusters.detail", name=cluster.name))
