@@ -55,8 +55,9 @@ def register(app, api) -> None:
     app.jinja_env.globals["can"] = permissions.template_can  # pages offer only what the permission table allows
     app.jinja_env.globals["actor"] = permissions.template_actor
     app.jinja_env.globals["FLEET"] = permissions.FLEET
-    from console.views.formatting import FILTERS
+    from console.views.formatting import FILTERS, sparkline
     app.jinja_env.filters.update(FILTERS)  # one way to say a time, a count, a rollout target on every page
+    app.jinja_env.globals["sparkline"] = sparkline
 
     from flask import Response
 

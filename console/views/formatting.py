@@ -7,6 +7,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from markupsafe import Markup, escape
+
 
 def _moment(value: datetime | str | None) -> datetime | None:
     """A stored time: a datetime, or the ISO text a JSON column keeps (a cluster's plan time)."""
@@ -36,6 +38,37 @@ def rollout_target(target: Any) -> str:
         return str(target or "")
     return "; ".join(f"{kind} {', '.join(map(str, value)) if isinstance(value, (list, tuple)) else value}"
                      for kind, value in target.items())
+
+
+def number(value: float) -> str:
+    """A measured value as a chart's text says it: whole numbers without a decimal point, others to one place."""
+    return str(int(value)) if value == round(value) else str(round(value, 1))
+
+
+def sparkline(values: list[float | None] | None, label: str, width: int = 90, height: int = 22,
+              css: str = "spark") -> Markup:
+    """A small inline chart of ``values`` (oldest first, None where nothing was measured; monitoring.series): a line
+    through each run of values, a dot for a value with no neighbour (a line through one point draws nothing), and the
+    newest and highest values in its title.  Drawn here rather than in a template: the fleet table has two a row."""
+    values = values or []
+    measured = [value for value in values if value is not None]
+    if not measured:
+        return Markup('<span class="muted">—</span>')
+    top = max(max(measured), 1)
+    step = width / max(len(values) - 1, 1)
+    path, dots = [], []
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        x, y = round(i * step, 1), round(height - 2 - (value / top) * (height - 4), 1)
+        alone_before = i == 0 or values[i - 1] is None
+        path.append(f"{'M' if alone_before else 'L'}{x},{y}")
+        if alone_before and (i == len(values) - 1 or values[i + 1] is None):
+            dots.append(f'<circle class="point" cx="{x}" cy="{y}" r="2" fill="currentColor"/>')
+    text = escape(f"{label}: now {number(measured[-1])}, peak {number(max(measured))}")
+    return Markup(f'<svg class="{escape(css)}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+                  f'role="img" aria-label="{text}"><title>{text}</title><path fill="none" stroke="currentColor" '
+                  f'stroke-width="1.5" d="{" ".join(path)}"/>{"".join(dots)}</svg>')
 
 
 FILTERS = {"when": when, "when_precise": when_precise, "plural": plural, "rollout_target": rollout_target}
