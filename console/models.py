@@ -741,8 +741,9 @@ class DecommissionRequest(db.Model):
     archive_id: Mapped[int | None] = mapped_column(ForeignKey("archive.id"))
 
     hub: Mapped[Hub] = relationship(lazy="joined", innerjoin=True)
-    operation: Mapped[Operation | None] = relationship(lazy="joined")
-    archive: Mapped[Archive | None] = relationship(lazy="joined")
+    # Set, not shown (pages link operation_id): joined, each would bring its own hub, cluster and release along.
+    operation: Mapped[Operation | None] = relationship()
+    archive: Mapped[Archive | None] = relationship()
 
 
 # -- contacts (migration 0017) ---------------------------------------------------------------------------------------

@@ -183,7 +183,7 @@ def of_institution(institution: Institution) -> list[Contact]:
 
 def of_hub(hub: Hub) -> dict[str, list[Contact]]:
     """The hub's contacts: {"own": its own, "institution": its institution's}, each technical first."""
-    rows = db.session.execute(_ordered(db.select(Contact).where(
+    rows = db.session.execute(_ordered(db.select(Contact).options(lazyload(Contact.hub)).where(
         Contact.institution_id == hub.institution_id,
         (Contact.hub_id == hub.id) | Contact.hub_id.is_(None)))).unique().scalars().all()
     return {"own": [c for c in rows if c.hub_id == hub.id], "institution": [c for c in rows if c.hub_id is None]}

@@ -20,6 +20,7 @@ from typing import Any
 
 from clusters.base import BackendError, backend_class
 from flask import current_app
+from sqlalchemy.orm import lazyload
 from tenants.auth import first_admin
 from werkzeug.exceptions import Conflict
 
@@ -43,13 +44,14 @@ MAX_REASON = 2000
 
 def open_request(hub: Hub) -> DecommissionRequest | None:
     """The hub's request still pending or being carried out, or None."""
-    return db.session.execute(db.select(DecommissionRequest).where(
+    return db.session.execute(db.select(DecommissionRequest).options(lazyload(DecommissionRequest.hub)).where(
         DecommissionRequest.hub_id == hub.id, DecommissionRequest.state.in_(OPEN))
         .order_by(DecommissionRequest.id.desc()).limit(1)).unique().scalar_one_or_none()
 
 
 def latest_request(hub: Hub) -> DecommissionRequest | None:
-    return db.session.execute(db.select(DecommissionRequest).where(DecommissionRequest.hub_id == hub.id)
+    return db.session.execute(db.select(DecommissionRequest).options(lazyload(DecommissionRequest.hub))
+                              .where(DecommissionRequest.hub_id == hub.id)
                               .order_by(DecommissionRequest.id.desc()).limit(1)).unique().scalar_one_or_none()
 
 

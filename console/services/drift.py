@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+from sqlalchemy.orm import lazyload
+
 from clusters import health as health_rules
 from clusters import lifecycle
 from clusters.base import HubStatus, wanted_digest
@@ -75,7 +77,7 @@ def wanted(hub: Hub) -> str | None:
 
 
 def _reconciling(hub: Hub) -> Operation | None:
-    return db.session.execute(db.select(Operation).where(
+    return db.session.execute(db.select(Operation).options(lazyload(Operation.hub)).where(
         Operation.hub_id == hub.id, Operation.kind == "reconcile", Operation.state.in_(OPERATION_PENDING))
         .order_by(Operation.id).limit(1)).unique().scalar_one_or_none()
 

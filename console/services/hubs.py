@@ -8,7 +8,7 @@ from typing import Any
 from clusters import lifecycle
 from clusters.base import Backend, BackendError, get_backend
 from flask import current_app
-from sqlalchemy.orm import selectinload
+from sqlalchemy.orm import lazyload, selectinload
 from tenants.auth import first_admin
 from werkzeug.exceptions import Conflict
 
@@ -269,5 +269,6 @@ def delete_hub(user: User, hub: Hub) -> Operation:
 
 def recent_operations(hub: Hub, limit: int = 20) -> list[Operation]:
     return list(db.session.execute(
-        db.select(Operation).where(Operation.hub_id == hub.id).order_by(Operation.id.desc()).limit(limit)
+        db.select(Operation).options(lazyload(Operation.hub)).where(Operation.hub_id == hub.id)
+        .order_by(Operation.id.desc()).limit(limit)
     ).unique().scalars())

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import and_, or_
+from sqlalchemy.orm import lazyload
 from werkzeug.exceptions import Gone, NotFound
 
 from clusters import lifecycle
@@ -117,7 +118,7 @@ def active_memberships(user: User) -> list[Membership]:
 def hub_members(hub: Hub) -> list[Membership]:
     """The active memberships of ``hub`` itself (not those of all its institution's hubs), by username."""
     return list(db.session.execute(
-        db.select(Membership).join(User, User.id == Membership.user_id)
+        db.select(Membership).options(lazyload(Membership.hub)).join(User, User.id == Membership.user_id)
         .where(Membership.hub_id == hub.id, _active()).order_by(User.username, Membership.id)).unique().scalars())
 
 
@@ -199,9 +200,10 @@ def invite(actor: User, hub: Hub, expires_in, max_uses) -> tuple[Invitation, str
 
 def hub_invitations(hub: Hub) -> list[Invitation]:
     """The invitations to ``hub`` that were not withdrawn (used up and expired ones too, to show), newest first."""
-    return list(db.session.execute(db.select(Invitation).where(Invitation.hub_id == hub.id,
-                                                               Invitation.revoked_at.is_(None))
-                                   .order_by(Invitation.id.desc())).unique().scalars())
+    return list(db.session.execute(
+        db.select(Invitation).options(lazyload(Invitation.hub))
+        .where(Invitation.hub_id == hub.id, Invitation.revoked_at.is_(None))
+        .order_by(Invitation.id.desc())).unique().scalars())
 
 
 def refusal(invitation: Invitation | None) -> str | None:
