@@ -253,7 +253,7 @@ def get_backend(name: str, **settings: Any) -> Backend:
 
 def backend_class(name: str):
     """The class registered as ``name`` (its ``render_target`` and ``supervised`` need no instance)."""
-    _load_builtin()
+    load_builtin()
     return _REGISTRY[name]
 
 
@@ -265,6 +265,8 @@ def wanted_digest(backend: str, spec: HubSpec) -> str | None:
     return digest_of(spec) if digest_of is not None else None
 
 
-def _load_builtin() -> None:
-    # Importing registers them; done lazily so importing this module stays cheap.
+def load_builtin() -> None:
+    """Import (and so register) the built-in backends.  Done at first use, so importing this module stays cheap;
+    `hubfleet serve` does it before it forks its web processes, because the Kubernetes client takes seconds to import
+    and a request that came first would hold every other thread of its process on the import lock meanwhile."""
     from clusters import kubernetes, local, slurm_backend, testing  # noqa: F401

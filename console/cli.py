@@ -52,7 +52,7 @@ def _serve_single(app, host: str, port: int) -> None:
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8000, show_default=True, type=int)
 @click.option("--workers", type=click.IntRange(1, 64), default=None,
-              help="Web processes (default: the SERVE_WORKERS setting, else 1 per CPU + 1, at most 8).")
+              help="Web processes (default: the SERVE_WORKERS setting, else 1 per CPU, at least 2, at most 8).")
 @click.option("--worker/--no-worker", default=None,
               help="Run `hubfleet worker` and `hubfleet monitor` as child processes, restarted when they exit "
                    "(default: the SERVE_WORKER setting); --no-worker when they run elsewhere.")

@@ -21,7 +21,7 @@ DEFAULTS = {
     "DATABASE_URL": None,  # default: SQLite in the data dir
     "SECRET_KEY": None,  # default: generated once and kept in the data dir
     "SERVE_WORKER": True,  # `hubfleet serve` runs `hubfleet worker` and `hubfleet monitor` as its child processes
-    "SERVE_WORKERS": None,  # web processes; default: 1 per CPU + 1, at most 8 (console.serving.default_workers)
+    "SERVE_WORKERS": None,  # web processes; default: 1 per CPU, at least 2, at most 8 (console.serving.default_workers)
     "SERVE_THREADS": 4,  # requests one web process runs at once (more only contend for its one core)
     "SERVE_MAX_INFLIGHT": 64,  # requests one web process holds (running and queued); more are answered 503 at once
     "SERVE_CONNECTIONS": 1000,  # open connections one web process accepts (idle kept-alive ones hold no thread)

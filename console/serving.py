@@ -24,6 +24,7 @@ import threading
 import time
 from concurrent import futures
 
+from clusters.base import load_builtin
 from gunicorn.app.base import BaseApplication
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.gthread import ThreadWorker
@@ -38,9 +39,11 @@ STOP_SECONDS = 60  # how long a stopping worker may take to finish its step (its
 
 
 def default_workers() -> int:
-    """Web processes: one per core plus one, at most 8.  Each process runs one core's worth of Python (its threads
-    cover the waits on the database), costs ~150 MiB and holds up to SERVE_THREADS database connections."""
-    return min((os.cpu_count() or 1) + 1, 8)
+    """Web processes: one per core, at least 2 (one busy with a slow page leaves another), at most 8.  Each process
+    runs one core's worth of Python (its threads cover the waits on the database), costs ~150 MiB and holds up to
+    SERVE_THREADS database connections.  Not more: a process more than the cores only competes with PostgreSQL, the
+    worker and the monitor for them (on 2 cores, 3 processes answered the load benchmark slower than 2)."""
+    return min(max(os.cpu_count() or 1, 2), 8)
 
 
 # -- refusing what a process cannot serve soon ---------------------------------------------------------------------
@@ -226,6 +229,7 @@ def serve(app, host: str, port: int, with_background: bool, workers: int | None 
     the monitor as child processes.  Returns when everything has stopped."""
     from console.extensions import db
 
+    load_builtin()  # once, here: every web process starts with the backends imported (see load_builtin)
     with app.app_context():
         db.engine.dispose()  # the web processes are forked: none may inherit a connection of this process
     server = ConsoleServer(app, host, port, workers or app.config["SERVE_WORKERS"] or default_workers())

@@ -172,3 +172,20 @@ def test_overload_is_answered_503_at_once(tmp_path):
         slow.close()
         waiting.close()
         console.stop()
+
+
+def test_backends_are_imported_before_the_web_processes_fork(tmp_path):
+    """The Kubernetes client takes seconds to import: a web process that imported it at its first hub page held
+    every other request of its process on the import lock meanwhile (all of them stalled ~5 s in the load benchmark).
+    `hubfleet serve` imports the backends in the master, so each forked web process starts with them."""
+    script = f"""
+import sys
+from console import create_app, serving
+app = create_app({{"DATA_DIR": {str(tmp_path)!r}, "SECRET_KEY": "test-secret"}})
+before = "clusters.kubernetes" in sys.modules
+serving.ConsoleArbiter.run = lambda self: print(before, "clusters.kubernetes" in sys.modules)  # instead of forking
+serving.serve(app, "127.0.0.1", 0, with_background=False, workers=1)
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["False", "True"]  # not imported by creating the app; imported before the fork
