@@ -13,6 +13,7 @@ from clusters import lifecycle
 from clusters.base import HubStatus, statuses
 from clusters.probe import ProbeResult, Target, sweep
 from flask import current_app
+from sqlalchemy import DateTime, literal, select, true, union_all
 from sqlalchemy.orm import defer, lazyload
 
 from console.extensions import db
@@ -348,19 +349,39 @@ def deliver() -> int:
 
 # -- charts and retention -------------------------------------------------------------------------------------------
 
+_NO_END = datetime(9999, 1, 1)  # the last bucket's end: a sample stamped after "now" still counts in it
+
+
 def series(hub_ids: list[int], hours: int = 24, buckets: int = 24) -> dict[int, dict[str, list[float | None]]]:
     """Per hub, active users and running servers over the last ``hours`` in ``buckets`` (the fleet list's
     sparklines): each bucket holds the newest sample taken in it, exactly as measured (an average of one running
-    server's samples would read "0.1"), or None when none was; one query."""
+    server's samples would read "0.1"), or None when none was.
+
+    Two statements, and only the samples drawn are read: a day of 15 s samples is 5,760 rows a hub (reading them all
+    took 1.3 s for a page of 50 hubs); the first finds, for each hub, bucket and measure, its newest sample with a
+    value (one probe of the (hub_id, at) index each), the second reads those."""
+    if not hub_ids:
+        return {}
     since = utcnow() - timedelta(hours=hours)
-    width = hours * 3600 / buckets
+    width = timedelta(hours=hours) / buckets
+    edges = [since + k * width for k in range(buckets)] + [_NO_END]
+    bucket = union_all(*(select(literal(start, DateTime).label("start"), literal(end, DateTime).label("end"))
+                         for start, end in zip(edges, edges[1:]))).subquery("bucket")
+
+    def newest(column):
+        return (select(HubSample.id).where(HubSample.hub_id == Hub.id, HubSample.at >= bucket.c.start,
+                                            HubSample.at < bucket.c.end, column.is_not(None))
+                .order_by(HubSample.at.desc(), HubSample.id.desc()).limit(1).scalar_subquery())
+
+    found = db.session.execute(select(newest(HubSample.active_users), newest(HubSample.running_servers))
+                               .select_from(Hub).join(bucket, true()).where(Hub.id.in_(hub_ids))).all()
+    ids = {sample_id for row in found for sample_id in row if sample_id is not None}
     rows = db.session.execute(
-        db.select(HubSample.hub_id, HubSample.at, HubSample.active_users, HubSample.running_servers)
-        .where(HubSample.hub_id.in_(hub_ids), HubSample.at >= since)
-        .order_by(HubSample.at, HubSample.id)).all() if hub_ids else []
+        select(HubSample.hub_id, HubSample.at, HubSample.active_users, HubSample.running_servers)
+        .where(HubSample.id.in_(ids)).order_by(HubSample.at, HubSample.id)).all() if ids else []
     out: dict[int, dict[str, list[float | None]]] = {}
     for hub_id, at, active, running in rows:  # oldest first: a bucket ends up with its newest value
-        index = min(buckets - 1, int((at - since).total_seconds() // width))
+        index = min(buckets - 1, int((at - since) // width))
         per = out.setdefault(hub_id, {"active": [None] * buckets, "running": [None] * buckets})
         if active is not None:
             per["active"][index] = active
@@ -442,17 +463,16 @@ def hub_charts(hub: Hub, range_name: str | None = None, now: datetime | None = N
     since = until - span
     gap = max(2 * width, timedelta(seconds=3 * float(current_app.config["PROBE_SECONDS"])))
     rows = db.session.execute(
-        db.select(HubSample.at, HubSample.up, HubSample.running_servers, HubSample.active_users, HubSample.duration)
+        db.select(HubSample.at, HubSample.up, *(getattr(HubSample, chart[5]) for chart in _CHARTS))
         .where(HubSample.hub_id == hub.id, HubSample.at >= since).order_by(HubSample.at, HubSample.id)).all()
+    newest_of: list[dict[int, tuple[datetime, float]]] = [{} for _ in _CHARTS]
+    for at, up, *values in rows:  # oldest first: each bucket ends up with its newest sample (one pass: a day is 5,760)
+        bucket = (at - since) // width
+        for newest, value, chart in zip(newest_of, values, _CHARTS):
+            if value is not None and (chart[5] != "duration" or (up and value)):  # a response time: a probe answered
+                newest[bucket] = (at, value * chart[6])
     charts = []
-    for key, title, unit, one, many, column, scale in _CHARTS:
-        newest: dict[int, tuple[datetime, float]] = {}
-        for row in rows:  # oldest first: each bucket ends up with its newest sample
-            value = getattr(row, column)
-            if column == "duration" and not (row.up and value):
-                continue
-            if value is not None:
-                newest[int((row.at - since) / width)] = (row.at, value * scale)
+    for newest, (key, title, unit, one, many, column, scale) in zip(newest_of, _CHARTS):
         points: list[tuple[datetime, float | None]] = []
         for at, value in (newest[i] for i in sorted(newest)):
             if points and at - points[-1][0] > gap:

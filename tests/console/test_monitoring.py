@@ -122,6 +122,52 @@ def test_charts_and_retention(app, fleet, client, login, create_user):
     assert db.session.query(HubSample).count() == 0
 
 
+def test_sparklines_read_each_buckets_newest_value_from_a_day_of_samples(app, create_institution, create_cluster):
+    """series() reads only the newest sample with a value of each hub, hour and measure; what it gives must be what
+    every sample of the day gives: a day at the sweep's 15 s for one hub, gaps, values missing from the newest
+    sample of an hour (an older one of that hour then counts), samples before the day and after "now"."""
+    import random
+
+    north, fast = create_institution("north"), create_cluster("fast", backend="fake", reachable=True)
+    busy, quiet, empty = (Hub(slug=slug, institution_id=north.id, cluster_id=fast.id, state="running", spec={},
+                              backend_state={}) for slug in ("busy", "quiet", "empty"))
+    db.session.add_all([busy, quiet, empty])
+    db.session.commit()
+    now = utcnow()
+    rows, rng = [], random.Random(7)
+    for i in range(1, 5760, 3):  # every 45 s over a day, and beyond its start
+        at = now - timedelta(seconds=15 * i)
+        if 7 * 3600 < 15 * i < 9 * 3600:
+            continue  # two hours without a sample
+        rows.append(dict(hub_id=busy.id, at=at, resolution="raw", up=1.0, duration=0.01,
+                         active_users=None if rng.random() < 0.3 else rng.randint(0, 40),
+                         running_servers=None if rng.random() < 0.3 else rng.randint(0, 9)))
+    rows += [dict(hub_id=busy.id, at=now - timedelta(hours=25), active_users=99, running_servers=99),
+             dict(hub_id=busy.id, at=now + timedelta(seconds=5), active_users=3, running_servers=None),
+             dict(hub_id=quiet.id, at=now - timedelta(minutes=90), active_users=1, running_servers=0)]
+    for row in rows[-3:]:
+        row.update(resolution="raw", up=1.0, duration=0.01)
+    db.session.execute(db.insert(HubSample), rows)
+    db.session.commit()
+
+    got = monitoring.series([busy.id, quiet.id, empty.id])
+    since = now - timedelta(hours=24)  # series() takes its own "now" a moment later: no sample falls in between
+    expected = {}
+    for row in sorted(rows, key=lambda r: r["at"]):  # every sample, oldest first, the way series() once read them
+        if row["at"] < since:
+            continue
+        index = min(23, int((row["at"] - since) // timedelta(hours=1)))
+        per = expected.setdefault(row["hub_id"], {"active": [None] * 24, "running": [None] * 24})
+        for key, column in (("active", "active_users"), ("running", "running_servers")):
+            if row[column] is not None:
+                per[key][index] = row[column]
+    assert got == expected
+    assert set(got) == {busy.id, quiet.id}  # a hub without samples has no sparkline
+    assert got[busy.id]["active"][-1] == 3  # the sample stamped after "now" is the last hour's newest
+    assert got[busy.id]["active"][15] is None and got[busy.id]["running"][16] is None  # the two empty hours
+    assert got[quiet.id]["running"][22] == 0  # a measured zero is a value, not a gap
+
+
 def test_webhooks_page(client, fleet, create_user, login, create_institution):
     login(client, create_user("operator"))
     from tests.conftest import csrf_from
