@@ -13,7 +13,9 @@ from clusters import lifecycle
 from clusters.base import HubStatus, statuses
 from clusters.probe import ProbeResult, Target, sweep
 from flask import current_app
-from sqlalchemy import DateTime, literal, select, true, union_all
+from sqlalchemy import DateTime, case, literal, select, true
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.orm import defer, lazyload
 
 from console.extensions import db
@@ -352,41 +354,58 @@ def deliver() -> int:
 _NO_END = datetime(9999, 1, 1)  # the last bucket's end: a sample stamped after "now" still counts in it
 
 
+class _FromUnix(FunctionElement):
+    """The naive UTC time of a number of Unix seconds, as samples' ``at`` is kept."""
+
+    type = DateTime()
+    inherit_cache = True
+
+
+@compiles(_FromUnix, "postgresql")
+def _from_unix_postgresql(element, compiler, **kw):
+    return f"(to_timestamp({compiler.process(element.clauses, **kw)}) AT TIME ZONE 'UTC')"
+
+
+@compiles(_FromUnix, "sqlite")
+def _from_unix_sqlite(element, compiler, **kw):  # the text SQLite keeps a time as, to the millisecond
+    return f"strftime('%Y-%m-%d %H:%M:%f', {compiler.process(element.clauses, **kw)}, 'unixepoch')"
+
+
+def newest_in_buckets(hub_ids: list[int], since: datetime, width: timedelta, buckets: int,
+                      wanted: list[tuple[Any, Any]]) -> list[Any]:
+    """Rows (hub id, bucket number, *values) for charts of ``hub_ids`` over ``buckets`` buckets of ``width`` from
+    ``since``: for each (column, condition) in ``wanted``, the column of the bucket's newest sample that meets the
+    condition (None: no such sample).  A day of 15 s samples is 5,760 rows a hub (reading them all took the fleet
+    page 1.3 s for 50 hubs, a hub page 35 ms); each value here is one probe of the (hub_id, at) index instead.  The
+    last bucket is open-ended: a sample stamped after "now" falls in it.  One statement."""
+    if not hub_ids:
+        return []
+    bucket = select(literal(0).label("k")).cte("bucket", recursive=True)
+    bucket = bucket.union_all(select(bucket.c.k + 1).where(bucket.c.k < buckets - 1))
+    first, step = _unix_precise(since), width.total_seconds()
+    start = _FromUnix(first + bucket.c.k * step)
+    end = case((bucket.c.k == buckets - 1, literal(_NO_END, DateTime)), else_=_FromUnix(first + (bucket.c.k + 1) * step))
+
+    def newest(column, condition):
+        return (select(column).where(HubSample.hub_id == Hub.id, HubSample.at >= start, HubSample.at < end, condition)
+                .order_by(HubSample.at.desc(), HubSample.id.desc()).limit(1).scalar_subquery())
+
+    return db.session.execute(select(Hub.id, bucket.c.k, *(newest(column, condition) for column, condition in wanted))
+                              .select_from(Hub).join(bucket, true()).where(Hub.id.in_(hub_ids))).all()
+
+
 def series(hub_ids: list[int], hours: int = 24, buckets: int = 24) -> dict[int, dict[str, list[float | None]]]:
     """Per hub, active users and running servers over the last ``hours`` in ``buckets`` (the fleet list's
     sparklines): each bucket holds the newest sample taken in it, exactly as measured (an average of one running
-    server's samples would read "0.1"), or None when none was.
-
-    Two statements, and only the samples drawn are read: a day of 15 s samples is 5,760 rows a hub (reading them all
-    took 1.3 s for a page of 50 hubs); the first finds, for each hub, bucket and measure, its newest sample with a
-    value (one probe of the (hub_id, at) index each), the second reads those."""
-    if not hub_ids:
-        return {}
-    since = utcnow() - timedelta(hours=hours)
-    width = timedelta(hours=hours) / buckets
-    edges = [since + k * width for k in range(buckets)] + [_NO_END]
-    bucket = union_all(*(select(literal(start, DateTime).label("start"), literal(end, DateTime).label("end"))
-                         for start, end in zip(edges, edges[1:]))).subquery("bucket")
-
-    def newest(column):
-        return (select(HubSample.id).where(HubSample.hub_id == Hub.id, HubSample.at >= bucket.c.start,
-                                            HubSample.at < bucket.c.end, column.is_not(None))
-                .order_by(HubSample.at.desc(), HubSample.id.desc()).limit(1).scalar_subquery())
-
-    found = db.session.execute(select(newest(HubSample.active_users), newest(HubSample.running_servers))
-                               .select_from(Hub).join(bucket, true()).where(Hub.id.in_(hub_ids))).all()
-    ids = {sample_id for row in found for sample_id in row if sample_id is not None}
-    rows = db.session.execute(
-        select(HubSample.hub_id, HubSample.at, HubSample.active_users, HubSample.running_servers)
-        .where(HubSample.id.in_(ids)).order_by(HubSample.at, HubSample.id)).all() if ids else []
+    server's samples would read "0.1"), or None when none was.  Reads only those samples (``newest_in_buckets``)."""
+    rows = newest_in_buckets(hub_ids, utcnow() - timedelta(hours=hours), timedelta(hours=hours) / buckets, buckets,
+                             [(HubSample.active_users, HubSample.active_users.is_not(None)),
+                              (HubSample.running_servers, HubSample.running_servers.is_not(None))])
     out: dict[int, dict[str, list[float | None]]] = {}
-    for hub_id, at, active, running in rows:  # oldest first: a bucket ends up with its newest value
-        index = min(buckets - 1, int((at - since) // width))
-        per = out.setdefault(hub_id, {"active": [None] * buckets, "running": [None] * buckets})
-        if active is not None:
-            per["active"][index] = active
-        if running is not None:
-            per["running"][index] = running
+    for hub_id, number, active, running in rows:
+        if active is not None or running is not None:
+            per = out.setdefault(hub_id, {"active": [None] * buckets, "running": [None] * buckets})
+            per["active"][number], per["running"][number] = active, running
     return out
 
 
@@ -437,6 +456,10 @@ class Chart:
                 "y": [None if v is None else round(v, 3) for _, v in self.points]}
 
 
+def _unix_precise(at: datetime) -> float:
+    return calendar.timegm(at.timetuple()) + at.microsecond / 1e6  # naive UTC, as stored
+
+
 def _unix(at: datetime) -> int:
     return calendar.timegm(at.timetuple())  # naive UTC, as stored
 
@@ -448,6 +471,12 @@ _CHARTS = (("running", "Running servers", "servers", "running server", "running 
            ("response", "Response time", "ms", "", "ms", "duration", 1000))
 
 
+def _charted(column: str):
+    """The samples a chart of ``column`` draws: those with a value; for response times, of probes answered."""
+    value = getattr(HubSample, column)
+    return (HubSample.up != 0) & (value != 0) if column == "duration" else value.is_not(None)
+
+
 def chart_range(name: str | None) -> str:
     """A known range name, else the default (a link with a bad ``range`` still shows the page)."""
     return name if name in CHART_RANGES else DEFAULT_RANGE
@@ -456,21 +485,20 @@ def chart_range(name: str | None) -> str:
 def hub_charts(hub: Hub, range_name: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """The hub page's charts over one of ``CHART_RANGES`` (an unknown name gets the default): {"range", "label",
     "since", "until", "charts": [Chart], "ranges": [(name, link text)], "query": the range for a URL's ``range``
-    argument, None for the default}.  One query."""
+    argument, None for the default}.  Reads only the samples drawn (``newest_in_buckets``)."""
     name = chart_range(range_name)
     _, label, span, width = CHART_RANGES[name]
     until = now or utcnow()
     since = until - span
     gap = max(2 * width, timedelta(seconds=3 * float(current_app.config["PROBE_SECONDS"])))
-    rows = db.session.execute(
-        db.select(HubSample.at, HubSample.up, *(getattr(HubSample, chart[5]) for chart in _CHARTS))
-        .where(HubSample.hub_id == hub.id, HubSample.at >= since).order_by(HubSample.at, HubSample.id)).all()
+    wanted = []
+    for *_, column, _scale in _CHARTS:  # each chart: the time and the value of each bucket's newest sample with one
+        wanted += [(HubSample.at, _charted(column)), (getattr(HubSample, column), _charted(column))]
     newest_of: list[dict[int, tuple[datetime, float]]] = [{} for _ in _CHARTS]
-    for at, up, *values in rows:  # oldest first: each bucket ends up with its newest sample (one pass: a day is 5,760)
-        bucket = (at - since) // width
-        for newest, value, chart in zip(newest_of, values, _CHARTS):
-            if value is not None and (chart[5] != "duration" or (up and value)):  # a response time: a probe answered
-                newest[bucket] = (at, value * chart[6])
+    for _, number, *found in newest_in_buckets([hub.id], since, width, span // width, wanted):
+        for newest, at, value, (*_, scale) in zip(newest_of, found[::2], found[1::2], _CHARTS):
+            if at is not None:
+                newest[number] = (at, value * scale)
     charts = []
     for newest, (key, title, unit, one, many, column, scale) in zip(newest_of, _CHARTS):
         points: list[tuple[datetime, float | None]] = []
