@@ -2,7 +2,9 @@
 
 The console is a `hubfleet serve` subprocess (gunicorn web processes, with `hubfleet worker` and `hubfleet monitor`
 beside them) on a throw-away PostgreSQL, seeded with 200 running hubs of 40 institutions on the ``fake`` backend,
-each hub's URL a loopback stand-in (tests/fakehubs.py, in its own process) that the monitor really probes.
+each hub's URL a loopback stand-in (tests/fakehubs.py, in its own process) that the monitor really probes, and a
+day of samples per hub at the monitor's interval (1.15 million rows), as a console has after a day of watching: the
+fleet's sparklines and the hub pages' charts read them.
 
 Users (asyncio + httpx, one client and connection each, like a browser tab):
 - half hold a fleet page open: log in, load it, then poll its htmx fragment every 5 s, as the page does (one in ten
@@ -56,6 +58,7 @@ RAMP_SECONDS = 30  # users start spread over this long (at most a quarter of the
 PORTS = range(8600, 8700)
 AIM_P95_MS = 300
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+ETAG_RE = re.compile(r'hx-headers=\'\{"If-None-Match": "\\"([0-9a-f]+)\\""\}\'')  # the fleet table's, for its polls
 TLS = ssl.create_default_context()  # made once: a context per client costs ~20 ms of the event loop (unused on http)
 
 
@@ -64,6 +67,7 @@ class Stats:
         self.latencies: dict[str, list[float]] = defaultdict(list)
         self.errors: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
         self.hung = 0
+        self.unchanged = 0  # fleet polls answered 204: nothing the page shows had changed
         self.lag: list[float] = []  # how late the client's own event loop woke up: its share of the latencies
         self.client_cpu = 0.0
 
@@ -119,16 +123,25 @@ async def log_in(client: httpx.AsyncClient, stats: Stats, email: str, end: float
 
 
 async def poller(base: str, stats: Stats, email: str, start: float, end: float) -> None:
-    """A fleet page left open: polls its fragment every POLL_SECONDS, as htmx does, on the same connection."""
+    """A fleet page left open: polls its fragment every POLL_SECONDS, as htmx does, on the same connection, sending
+    back the ETag of what it shows (the page's hx-headers), so an unchanged fleet is answered 204."""
     await asyncio.sleep(max(0.0, start - time.monotonic()))
     async with _client(base) as client:
         if not await log_in(client, stats, email, end):
             return
-        await timed(stats, "GET / (fleet page)", client.get("/"))
+        page = await timed(stats, "GET / (fleet page)", client.get("/"))
+        etag = ETAG_RE.search(page.text) if page is not None else None
+        etag = f'"{etag.group(1)}"' if etag else None
         due = time.monotonic()
         while (due := due + POLL_SECONDS) < end:
             await asyncio.sleep(max(0.0, due - time.monotonic()))
-            await timed(stats, "GET / (fleet poll, htmx)", client.get("/", headers={"HX-Request": "true"}))
+            headers = {"HX-Request": "true"} | ({"If-None-Match": etag} if etag else {})
+            response = await timed(stats, "GET / (fleet poll, htmx)", client.get("/", headers=headers),
+                                   expect=(200, 204))
+            if response is not None and response.status_code == 200:
+                etag = response.headers.get("ETag")
+            elif response is not None and response.status_code == 204:
+                stats.unchanged += 1
 
 
 async def browser(base: str, stats: Stats, email: str, slugs: list[str], start: float, end: float) -> None:
@@ -208,8 +221,8 @@ def load_part(base: str, users: int, seconds: float, accounts: dict, began: floa
     """One load-generating process (the users are split over several so that the generator keeps up)."""
     stats = Stats()
     asyncio.run(load(base, users, seconds, accounts, stats, began, part, parts))
-    results.put((dict(stats.latencies), {k: dict(v) for k, v in stats.errors.items()}, stats.hung, stats.lag,
-                 time.process_time()))
+    results.put((dict(stats.latencies), {k: dict(v) for k, v in stats.errors.items()}, stats.hung, stats.unchanged,
+                 stats.lag, time.process_time()))
 
 
 def run_load(base: str, users: int, seconds: float, accounts: dict, parts: int) -> tuple[Stats, float]:
@@ -222,7 +235,7 @@ def run_load(base: str, users: int, seconds: float, accounts: dict, parts: int) 
         process.start()
     stats = Stats()
     for _ in processes:
-        latencies, errors, hung, lags, cpu = results.get()
+        latencies, errors, hung, unchanged, lags, cpu = results.get()
         stats.client_cpu += cpu
         for name, values in latencies.items():
             stats.latencies[name] += values
@@ -230,6 +243,7 @@ def run_load(base: str, users: int, seconds: float, accounts: dict, parts: int) 
             for kind, count in kinds.items():
                 stats.errors[name][kind] += count
         stats.hung += hung
+        stats.unchanged += unchanged
         stats.lag += lags
     for process in processes:
         process.join()
@@ -239,7 +253,11 @@ def run_load(base: str, users: int, seconds: float, accounts: dict, parts: int) 
 # -- the console and its data ------------------------------------------------------------------------------------
 
 def seed(urls: list[str]) -> dict:
-    """200 running hubs of 40 institutions (an admin each) and an operator; API tokens for all of them."""
+    """200 running hubs of 40 institutions (an admin each) and an operator; API tokens for all of them; a day of
+    samples per hub."""
+    from flask import current_app
+    from sqlalchemy import text
+
     from console.extensions import db
     from console.models import Cluster, Hub, Institution, User
     from console.security import hash_password, new_api_token
@@ -265,6 +283,14 @@ def seed(urls: list[str]) -> dict:
                      "backend_state": {"deployed": True, "slug": slug, "url": url}})
     db.session.execute(db.insert(Hub), rows)
     tokens = {user.email: new_api_token(user) for user in [operator, *admins]}
+    db.session.commit()
+    every = float(current_app.config["PROBE_SECONDS"])
+    db.session.execute(text(  # a day of sweeps, oldest first, as the monitor writes them (raw, up, a few servers)
+        "INSERT INTO hub_sample (hub_id, at, resolution, up, duration, running_servers, active_users, total_users) "
+        "SELECT hub.id, (now() AT TIME ZONE 'utc') - make_interval(secs => :every * n), 'raw', 1, 0.02, "
+        "(n / 40 + hub.id) % 6, (n / 240 + hub.id) % 15, 30 "
+        "FROM hub, generate_series(:count, 1, -1) AS n ORDER BY n DESC, hub.id"),
+        {"every": every, "count": int(86400 / every)})
     db.session.commit()
     return {"institutions": [inst.slug for inst in institutions], "hubs": [row["slug"] for row in rows],
             "hubs_of": dict(hubs_of), "tokens": tokens}
@@ -307,11 +333,13 @@ class Watch:
         self.peak_rss = self.peak_pss = 0
         self.processes = 0
         self.cpu: dict[int, float] = {}
+        self.roles: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> Watch:
         self.cpu_start = self._cpu()
+        self.cpu_start_by_pid = dict(self.cpu)
         self._thread.start()
         return self
 
@@ -323,14 +351,29 @@ class Watch:
     def _family(self) -> list[psutil.Process]:
         return [self.root, *self.root.children(recursive=True)]
 
+    def _role(self, process: psutil.Process) -> str:
+        if process.pid == self.root.pid:
+            return "master"
+        command = " ".join(process.cmdline())
+        return "worker" if "worker" in command else "monitor" if "monitor" in command else "web"
+
     def _cpu(self) -> float:
         for process in self._family():
             try:
                 times = process.cpu_times()
                 self.cpu[process.pid] = times.user + times.system
+                if process.pid not in self.roles:
+                    self.roles[process.pid] = self._role(process)
             except psutil.Error:
                 pass
         return sum(self.cpu.values())
+
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU used during the run by the web processes, the worker, the monitor and gunicorn's master."""
+        used: dict[str, float] = defaultdict(float)
+        for pid, seconds in self.cpu.items():
+            used[self.roles.get(pid, "web")] += seconds - self.cpu_start_by_pid.get(pid, 0.0)
+        return dict(used)
 
     def _run(self) -> None:
         while not self._stop.wait(1.0):
@@ -410,6 +453,8 @@ def report(stats: Stats, wall: float, users: int, watch: Watch, gaps: list[float
         detail = ", ".join(f"{kind}: {count}" for kind, count in sorted(errors.items()))
         print(f"{name:<32} {len(values):>8} {percentile(values, 50) * 1000:>7.0f} {p95:>7.0f} "
               f"{percentile(values, 99) * 1000:>7.0f} {sum(errors.values()):>7}" + (f"  ({detail})" if detail else ""))
+    polls = len(stats.latencies.get("GET / (fleet poll, htmx)", []))
+    print(f"fleet polls answered 204 (nothing shown had changed): {stats.unchanged} of {polls}")
     print("\nthe console's own time (a thread's, without waiting for one), by route:")
     for name in sorted(server):
         values = server[name]
@@ -423,7 +468,9 @@ def report(stats: Stats, wall: float, users: int, watch: Watch, gaps: list[float
           f"{stats.client_cpu:.0f} s of CPU")
     print(f"console memory, peak over all its processes: RSS {watch.peak_rss / 2**20:.0f} MiB, "
           f"PSS {watch.peak_pss / 2**20:.0f} MiB; CPU {watch.cpu_used:.0f} s "
-          f"({1000 * watch.cpu_used / max(1, total):.1f} ms per request); PostgreSQL CPU {database_cpu:.0f} s")
+          f"({1000 * watch.cpu_used / max(1, total):.1f} ms per request: "
+          + ", ".join(f"{role} {seconds:.0f} s" for role, seconds in sorted(watch.cpu_by_role().items()))
+          + f"); PostgreSQL CPU {database_cpu:.0f} s")
     longest = max(gaps, default=float("nan"))
     print(f"monitor: {probes} probes; gap between two probes of a hub: median "
           f"{statistics.median(gaps) if gaps else float('nan'):.1f} s, longest {longest:.1f} s "
