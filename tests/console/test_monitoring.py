@@ -168,6 +168,39 @@ def test_sparklines_read_each_buckets_newest_value_from_a_day_of_samples(app, cr
     assert got[quiet.id]["running"][22] == 0  # a measured zero is a value, not a gap
 
 
+def test_hub_charts_draw_each_buckets_newest_sample_of_a_day(app, create_institution, create_cluster):
+    """hub_charts() reads one sample per 5-minute bucket and chart; its points must be those every sample of the day
+    gives: each bucket's newest sample with a value (response times only of probes that answered)."""
+    import random
+
+    north, fast = create_institution("north"), create_cluster("fast", backend="fake", reachable=True)
+    hub = Hub(slug="busy", institution_id=north.id, cluster_id=fast.id, state="running", spec={}, backend_state={})
+    db.session.add(hub)
+    db.session.commit()
+    now, rng = utcnow().replace(microsecond=0), random.Random(11)
+    rows = []
+    for i in range(1, 2900):  # every 30 s over a day, some at a bucket's very first second
+        up = rng.random() > 0.1
+        rows.append(dict(hub_id=hub.id, at=now - timedelta(seconds=30 * i), resolution="raw", up=1.0 if up else 0.0,
+                         duration=rng.choice([0.0, 0.02, 0.05]) if up else 0.5,
+                         running_servers=None if rng.random() < 0.2 else rng.randint(0, 9),
+                         active_users=None if rng.random() < 0.2 else rng.randint(0, 40)))
+    db.session.execute(db.insert(HubSample), rows)
+    db.session.commit()
+
+    charts = {chart.key: chart for chart in monitoring.hub_charts(hub, now=now)["charts"]}
+    since, width = now - timedelta(days=1), timedelta(minutes=5)
+    for key, column, scale in (("running", "running_servers", 1), ("active", "active_users", 1),
+                               ("response", "duration", 1000)):
+        newest = {}
+        for row in sorted(rows, key=lambda r: r["at"]):
+            if row["at"] >= since and row[column] is not None and (key != "response" or (row["up"] and row[column])):
+                newest[(row["at"] - since) // width] = (row["at"], row[column] * scale)
+        drawn = [(at, value) for at, value in charts[key].points if value is not None]
+        assert drawn == [newest[bucket] for bucket in sorted(newest)], key
+        assert len(drawn) > 250
+
+
 def test_webhooks_page(client, fleet, create_user, login, create_institution):
     login(client, create_user("operator"))
     from tests.conftest import csrf_from
