@@ -384,7 +384,8 @@ def newest_in_buckets(hub_ids: list[int], since: datetime, width: timedelta, buc
     bucket = bucket.union_all(select(bucket.c.k + 1).where(bucket.c.k < buckets - 1))
     first, step = _unix_precise(since), width.total_seconds()
     start = _FromUnix(first + bucket.c.k * step)
-    end = case((bucket.c.k == buckets - 1, literal(_NO_END, DateTime)), else_=_FromUnix(first + (bucket.c.k + 1) * step))
+    end = case((bucket.c.k == buckets - 1, literal(_NO_END, DateTime)),
+               else_=_FromUnix(first + (bucket.c.k + 1) * step))
 
     def newest(column, condition):
         return (select(column).where(HubSample.hub_id == Hub.id, HubSample.at >= start, HubSample.at < end, condition)
