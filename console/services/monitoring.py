@@ -457,12 +457,12 @@ class Chart:
                 "y": [None if v is None else round(v, 3) for _, v in self.points]}
 
 
-def _unix_precise(at: datetime) -> float:
-    return calendar.timegm(at.timetuple()) + at.microsecond / 1e6  # naive UTC, as stored
-
-
 def _unix(at: datetime) -> int:
     return calendar.timegm(at.timetuple())  # naive UTC, as stored
+
+
+def _unix_precise(at: datetime) -> float:
+    return _unix(at) + at.microsecond / 1e6
 
 
 # (key, title, axis unit, one, many, the sample's column, scale); response time only from probes that got an answer

@@ -7,6 +7,7 @@ that action to is refused (``PermissionDenied``, 403).
 from __future__ import annotations
 
 from sqlalchemy import Select
+from sqlalchemy.orm import defaultload
 from werkzeug.exceptions import NotFound
 
 from console.extensions import db
@@ -51,7 +52,9 @@ def rollouts(user: User) -> Select:
 
 
 def alerts(user: User) -> Select:
-    return _visible(Alert, user).order_by(Alert.id.desc())
+    """The alerts ``user`` sees, newest first, with their hubs' own rows only: an alert shows no institution,
+    cluster or release of its hub, and joining them had PostgreSQL plan a six-table join on every alerts page."""
+    return _visible(Alert, user).options(defaultload(Alert.hub).lazyload("*")).order_by(Alert.id.desc())
 
 
 def webhooks(user: User) -> Select:

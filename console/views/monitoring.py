@@ -2,11 +2,9 @@ from flask import Blueprint, Response, flash, g, redirect, render_template, requ
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 from prometheus_client import gc_collector, platform_collector, process_collector
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from sqlalchemy.orm import defaultload
 
 from console import htmx
 from console.extensions import db
-from console.models import Alert
 from console.permissions import requires
 from console.services import FieldErrors, scope
 from console.services import hubs as hub_service
@@ -41,9 +39,7 @@ def metrics():
 
 def _alerts_page(errors: dict, values, status: int = 200):
     return htmx.render("monitoring/alerts.html", "monitoring/_alerts.html", status,
-                       # the hubs' own rows only: the list shows no institution, cluster or release of theirs
-                       alerts=db.session.execute(scope.alerts(g.user).options(defaultload(Alert.hub).lazyload("*"))
-                                                 .limit(200)).unique().scalars().all(),
+                       alerts=db.session.execute(scope.alerts(g.user).limit(200)).unique().scalars().all(),
                        targets=db.session.execute(scope.webhooks(g.user)).unique().scalars().all(),
                        institutions=db.session.execute(scope.institutions(g.user)).scalars().all(),
                        errors=errors, values=values)
