@@ -38,6 +38,7 @@ bench: setup-test
 	$(BIN)/python -m tests.perf.bench_load
 	$(BIN)/python -m tests.perf.bench_k8s_refresh
 	$(BIN)/python -m tests.perf.bench_slurm
+	$(BIN)/python -m tests.perf.bench_limits
 
 clean:
 	rm -rf $(VENV) node_modules hubfleet-data .pytest_cache

@@ -2,7 +2,6 @@
 written (the audit log and the rows stay as they were)."""
 import json
 import re
-import time
 
 import pytest
 
@@ -210,13 +209,12 @@ def test_a_tampered_profile_key_is_dropped_not_a_crash(client, fleet, login):
         assert page.status_code in (200, 422), (key, page.get_data(as_text=True)[-1500:])
 
 
-def test_user_lists_parse_in_linear_time_and_are_bounded():
-    names = "\n".join(f"user{i}" for i in range(100_000))
-    started = time.monotonic()
+def test_user_lists_are_bounded_and_keep_the_first_of_each_name():
+    """(Their time over 100,000 names: ``python -m tests.perf.bench_limits``.)"""
     with pytest.raises(Invalid, match="at most 10000 names"):
-        as_list(names)
+        as_list("\n".join(f"user{i}" for i in range(100_000)))
     assert as_list("\n".join(f"user{i}" for i in range(10_000)) + "\nuser1") == [f"user{i}" for i in range(10_000)]
-    assert time.monotonic() - started < 1.0
+    assert as_list("b, a\nb,,c") == ["b", "a", "c"]
     with pytest.raises(Invalid):
         as_number(10**400)
     with pytest.raises(Invalid):
@@ -226,15 +224,14 @@ def test_user_lists_parse_in_linear_time_and_are_bounded():
 
 
 def test_a_pasted_roll_of_users_is_answered_at_once(client, fleet, login):
-    """20,000 allowed users typed into the config form: a field error, in well under a second of work."""
+    """20,000 allowed users typed into the config form: a field error and nothing changed (its time:
+    ``python -m tests.perf.bench_limits``)."""
     login(client, fleet["admin"])
     token = csrf_from(client.get("/institutions/north/config").get_data(as_text=True))
     before = snapshot()
-    started = time.monotonic()
     page = client.post("/institutions/north/config", data={
         "csrf_token": token, "action": "preview", "auth.authenticator_class": "dummy",
         "auth.allowed_users": "\n".join(f"u{i}" for i in range(20_000))})
-    assert time.monotonic() - started < 5
     assert page.status_code == 422
     assert "at most 10000 names" in page.get_data(as_text=True)
     assert snapshot()[1:] == before[1:]
@@ -384,26 +381,30 @@ def test_blackouts_that_are_not_windows_get_field_errors(client, fleet):
     assert snapshot() == before
 
 
-def test_the_largest_bodies_allowed_are_answered_quickly(client, fleet):
+def test_the_largest_bodies_allowed_are_refused_on_their_size_before_any_item_is_read(client, fleet):
     """Bodies just under the 1 MiB cap, built to be expensive (10,000 profiles, 10,001 allowed users, 10,000
-    blackout windows): each is refused in well under a second of work."""
+    blackout windows), every item of them wrong: the only error is the count, so no item was looked at.  Their time
+    is measured by ``python -m tests.perf.bench_limits``."""
     headers = fleet["admin_headers"]
     image = "quay.io/jupyter/base-notebook:2025-01-06"
-    bodies = {
-        "/api/v1/institutions/north/config": [
-            {"auth": {"authenticator_class": "dummy"},
-             "environment": {"image": image, "profiles": [{"display_name": f"p{i}"} for i in range(10_000)]}},
-            {"auth": {"authenticator_class": "github", "client_id": "x", "client_secret": "y" * 20,
-                      "allowed_users": [f"user-{i}" for i in range(10_001)]}, "environment": {"image": image}}],
-        "/api/v1/institutions/north/blackouts": [[{"start": "2030-01-01", "end": "2030-01-02"}] * 10_000],
-    }
+    cases = [
+        ("/api/v1/institutions/north/config",
+         {"auth": {"authenticator_class": "dummy", "allow_all": True},
+          "environment": {"image": image,
+                          "profiles": [{"display_name": f"p{i}", "cpu_limit": "lots"} for i in range(10_000)]}},
+         {"environment.profiles": ["At most 20 profiles."]}),
+        ("/api/v1/institutions/north/config",
+         {"auth": {"authenticator_class": "github", "client_id": "x", "client_secret": "y" * 20,
+                   "allowed_users": list(range(10_001))}, "environment": {"image": image}},
+         {"auth.allowed_users": ["Send at most 10000 items."]}),
+        ("/api/v1/institutions/north/blackouts", [{"start": "2030-01-02", "end": "2030-01-01"}] * 10_000,
+         {"blackouts": ["At most 100 windows."]}),
+    ]
     before = snapshot()
-    for path, payloads in bodies.items():
-        for body in payloads:
-            data = json.dumps(body)
-            assert len(data) < 1024 * 1024
-            started = time.monotonic()
-            response = client.put(path, data=data, headers={**headers, "Content-Type": "application/json"})
-            assert response.status_code == 422, response.get_json()
-            assert time.monotonic() - started < 1.0, path
+    for path, body, errors in cases:
+        data = json.dumps(body)
+        assert len(data) < 1024 * 1024
+        response = client.put(path, data=data, headers={**headers, "Content-Type": "application/json"})
+        assert response.status_code == 422
+        assert field_errors(response) == errors, path
     assert snapshot() == before
