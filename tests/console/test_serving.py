@@ -135,7 +135,7 @@ def test_open_connections_do_not_keep_new_clients_out(tmp_path):
         started = time.perf_counter()
         response = httpx.get(console.url + "/login", timeout=10)
         assert response.status_code == 200
-        assert time.perf_counter() - started < 2
+        assert time.perf_counter() - started < 5  # not after the 80 s a full server kept a new client waiting
     finally:
         for sock in held:
             sock.close()
@@ -161,7 +161,7 @@ def test_overload_is_answered_503_at_once(tmp_path):
         assert refused.status_code == 503
         assert refused.headers["Retry-After"] == "2"
         assert "busy" in refused.text
-        assert time.perf_counter() - started < 2
+        assert time.perf_counter() - started < 5  # at once, not after the held request
 
         slow.sendall(b"\r\n")  # the held request completes, and the waiting one is served after it, as usual
         assert _response(slow).startswith(b"HTTP/1.1 200")

