@@ -17,7 +17,7 @@ STATIC_FOLDERS = (ROOT / "node_modules" / "htmx.org" / "dist", ROOT / "node_modu
 def create_app(test_config: dict | None = None) -> Flask:
     """Build the console app. Nothing is started here: no worker, no hub, no migration."""
     from console import config, crypto, errors, headers, limits, security, views
-    from console.extensions import api, csrf, db, login_manager, migrate
+    from console.extensions import api, commit_reads, csrf, db, login_manager, migrate
 
     app = Flask(__name__, template_folder=str(ROOT / "templates"), static_folder=None)
     app.add_url_rule("/static/<path:filename>", endpoint="static", view_func=static_file)
@@ -30,6 +30,7 @@ def create_app(test_config: dict | None = None) -> Flask:
     app.before_request(security.require_login)
     app.before_request(limits.check_request)
     db.init_app(app)
+    app.teardown_request(commit_reads)  # before Flask-SQLAlchemy removes the session (app context teardown)
     migrate.init_app(app, db, directory=str(Path(__file__).parent / "migrations"))
     csrf.init_app(app)
     login_manager.init_app(app)
