@@ -1,6 +1,7 @@
 from flask import Blueprint, Response, flash, g, redirect, render_template, request, url_for
-from prometheus_client import CollectorRegistry, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client import gc_collector, platform_collector, process_collector
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from console import htmx
@@ -13,6 +14,28 @@ from console.services import webhooks
 bp = Blueprint("monitoring", __name__)
 
 
+# (name, help, the hub's value): the fleet's gauges in /metrics, labelled by hub, institution and cluster
+_HUB_GAUGES = (
+    ("hubfleet_hub_up", "1 if the hub answered its last probes, else 0",
+     lambda hub: 1 if hub.health in ("healthy", "degraded") else 0),
+    ("hubfleet_hub_running_servers", "Running user servers", lambda hub: hub.running_servers),
+    ("hubfleet_hub_active_users", "Users active in the last 24 hours", lambda hub: hub.active_users),
+    ("hubfleet_hub_users", "Users known to the hub", lambda hub: hub.user_count),
+    ("hubfleet_hub_probe_duration_seconds", "How long the last probe took", lambda hub: hub.probe_seconds),
+)
+
+
+class _Collected:
+    """Metric families already read, for a registry to expose (values proxied from the database are a custom
+    collector's, not Gauge objects' to keep)."""
+
+    def __init__(self, families):
+        self.families = families
+
+    def collect(self):
+        return self.families
+
+
 @bp.get("/metrics")
 @requires("fleet.export")
 def metrics():
@@ -21,19 +44,14 @@ def metrics():
     process_collector.ProcessCollector(registry=registry)
     platform_collector.PlatformCollector(registry=registry)
     gc_collector.GCCollector(registry=registry)
-    labels = ["hub", "institution", "cluster"]
-    up = Gauge("hubfleet_hub_up", "1 if the hub answered its last probes, else 0", labels, registry=registry)
-    servers = Gauge("hubfleet_hub_running_servers", "Running user servers", labels, registry=registry)
-    active = Gauge("hubfleet_hub_active_users", "Users active in the last 24 hours", labels, registry=registry)
-    users = Gauge("hubfleet_hub_users", "Users known to the hub", labels, registry=registry)
-    probe = Gauge("hubfleet_hub_probe_duration_seconds", "How long the last probe took", labels, registry=registry)
+    families = [(GaugeMetricFamily(name, text, labels=["hub", "institution", "cluster"]), value)
+                for name, text, value in _HUB_GAUGES]
     for hub in hub_service.list_hubs(g.user):
-        values = (hub.slug, hub.institution.slug, hub.cluster.name)
-        up.labels(*values).set(1 if hub.health in ("healthy", "degraded") else 0)
-        for gauge, value in ((servers, hub.running_servers), (active, hub.active_users),
-                             (users, hub.user_count), (probe, hub.probe_seconds)):
-            if value is not None:
-                gauge.labels(*values).set(value)
+        labels = [hub.slug, hub.institution.slug, hub.cluster.name]
+        for family, value in families:
+            if (number := value(hub)) is not None:
+                family.add_metric(labels, number)
+    registry.register(_Collected([family for family, _ in families]))
     return Response(generate_latest(registry), mimetype=CONTENT_TYPE_LATEST)
 
 
