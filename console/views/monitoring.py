@@ -46,8 +46,8 @@ def metrics():
     gc_collector.GCCollector(registry=registry)
     families = [(GaugeMetricFamily(name, text, labels=["hub", "institution", "cluster"]), value)
                 for name, text, value in _HUB_GAUGES]
-    for hub in hub_service.list_hubs(g.user):
-        labels = [hub.slug, hub.institution.slug, hub.cluster.name]
+    for hub in hub_service.gauges(g.user):
+        labels = [hub.slug, hub.institution, hub.cluster]
         for family, value in families:
             if (number := value(hub)) is not None:
                 family.add_metric(labels, number)
