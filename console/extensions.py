@@ -1,9 +1,9 @@
 """Flask extensions, created unbound and initialised in ``create_app``."""
+from flask import current_app
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_smorest import Api
 from flask_sqlalchemy import SQLAlchemy
-from flask import current_app
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy import event
 from sqlalchemy.engine import Engine

@@ -26,8 +26,8 @@ _HUB_GAUGES = (
 
 
 class _Collected:
-    """Metric families already read, for a registry to expose (values proxied from the database are a custom
-    collector's, not Gauge objects' to keep)."""
+    """The metric families of one scrape, for its registry to expose: values that live in the database belong in a
+    custom collector, not in Gauge objects kept between scrapes."""
 
     def __init__(self, families):
         self.families = families
