@@ -74,9 +74,9 @@ def test_reads_end_in_commit_and_unfinished_writes_in_rollback(app, client, prob
         assert names(app) == [("north", "North")], path
 
 
-def test_postgresql_keeps_its_prepared_statements_across_requests(app, client, probe, config):
-    if not config["DATABASE_URL"].startswith("postgresql"):
-        pytest.skip("prepared statements are PostgreSQL's (psycopg prepares a statement run 5 times on a connection)")
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_postgresql_keeps_its_prepared_statements_across_requests(app, client, probe):
+    """psycopg prepares a statement run 5 times on one connection; a rollback would have dropped it."""
     for _ in range(8):
         assert client.get("/probe/read").status_code == 200
     with app.app_context():  # requests run one at a time here, on the pool's one connection
