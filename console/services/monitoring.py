@@ -14,8 +14,8 @@ from clusters.probe import ProbeResult, Target, sweep
 from flask import current_app
 from sqlalchemy import DateTime, case, literal, select, true
 from sqlalchemy.ext.compiler import compiles
-from sqlalchemy.sql.functions import FunctionElement
 from sqlalchemy.orm import defer, lazyload
+from sqlalchemy.sql.functions import FunctionElement
 
 from console.extensions import db
 from console.models import OPERATION_PENDING, Alert, Cluster, Hub, HubSample, Operation, ServerSnapshot, utcnow
@@ -417,6 +417,11 @@ CHART_RANGES = {"24h": ("24 h", "last 24 hours", timedelta(hours=24), timedelta(
 DEFAULT_RANGE = "24h"
 
 
+def measured(value: float) -> str:
+    """A measured value as text: whole numbers without a decimal point ("1", not "1.0"), others to one place."""
+    return f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+
+
 @dataclass(frozen=True)
 class Chart:
     """One measure of a hub over a time range, as its page draws it and prints it.
@@ -443,7 +448,7 @@ class Chart:
 
     def reads(self, value: float) -> str:
         """``value`` as a phrase: "1 running server", "2.5 running servers", "84 ms"."""
-        number = f"{value:.0f}" if float(value).is_integer() else f"{value:.1f}"
+        number = measured(value)
         if not self.one:
             return f"{number} {self.many}"
         return f"{number} {self.one if number == '1' else self.many}"
@@ -460,11 +465,11 @@ _EPOCH, _SECOND = datetime(1970, 1, 1), timedelta(seconds=1)
 
 
 def _unix(at: datetime) -> int:
-    return (at - _EPOCH) // _SECOND  # naive UTC, as stored; whole seconds (a chart's 864 points: 5x calendar.timegm)
+    return (at - _EPOCH) // _SECOND  # naive UTC, as stored; whole seconds (5x faster than calendar.timegm)
 
 
 def _unix_precise(at: datetime) -> float:
-    return _unix(at) + at.microsecond / 1e6
+    return (at - _EPOCH) / _SECOND
 
 
 # (key, title, axis unit, one, many, the sample's column, scale); response time only from probes that got an answer

@@ -9,6 +9,8 @@ from typing import Any
 
 from markupsafe import Markup, escape
 
+from console.services.monitoring import measured
+
 
 def _moment(value: datetime | str | None) -> datetime | None:
     """A stored time: a datetime, or the ISO text a JSON column keeps (a cluster's plan time)."""
@@ -40,21 +42,16 @@ def rollout_target(target: Any) -> str:
                      for kind, value in target.items())
 
 
-def number(value: float) -> str:
-    """A measured value as a chart's text says it: whole numbers without a decimal point, others to one place."""
-    return str(int(value)) if value == round(value) else str(round(value, 1))
-
-
 def sparkline(values: list[float | None] | None, label: str, width: int = 90, height: int = 22,
               css: str = "spark") -> Markup:
     """A small inline chart of ``values`` (oldest first, None where nothing was measured; monitoring.series): a line
     through each run of values, a dot for a value with no neighbour (a line through one point draws nothing), and the
     newest and highest values in its title.  Drawn here rather than in a template: the fleet table has two a row."""
     values = values or []
-    measured = [value for value in values if value is not None]
-    if not measured:
+    known = [value for value in values if value is not None]
+    if not known:
         return Markup('<span class="muted">—</span>')
-    top = max(max(measured), 1)
+    top = max(max(known), 1)
     step = width / max(len(values) - 1, 1)
     path, dots = [], []
     for i, value in enumerate(values):
@@ -65,7 +62,7 @@ def sparkline(values: list[float | None] | None, label: str, width: int = 90, he
         path.append(f"{'M' if alone_before else 'L'}{x},{y}")
         if alone_before and (i == len(values) - 1 or values[i + 1] is None):
             dots.append(f'<circle class="point" cx="{x}" cy="{y}" r="2" fill="currentColor"/>')
-    text = escape(f"{label}: now {number(measured[-1])}, peak {number(max(measured))}")
+    text = escape(f"{label}: now {measured(known[-1])}, peak {measured(max(known))}")
     return Markup(f'<svg class="{escape(css)}" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
                   f'role="img" aria-label="{text}"><title>{text}</title><path fill="none" stroke="currentColor" '
                   f'stroke-width="1.5" d="{" ".join(path)}"/>{"".join(dots)}</svg>')
